@@ -1,0 +1,97 @@
+//! The workspace file: sources and destinations as code (`switchyard workspace apply/export`).
+//!
+//! Unknown keys are an error so that a typo never silently does nothing.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceFile {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<DestinationSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    pub name: String,
+    /// Generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSpec {
+    pub name: String,
+    /// Catalog slug, such as `webhook`.
+    pub integration: String,
+    /// Names of the sources whose events this destination receives.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Setting values; a value written `{ env = "VAR" }` is read from the environment at apply
+    /// time and exported back in that form.
+    #[serde(default)]
+    pub settings: Map<String, Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// If `value` is `{ env = "VAR" }`, the variable's name.
+pub fn env_reference(value: &Value) -> Option<&str> {
+    let obj = value.as_object()?;
+    if obj.len() != 1 {
+        return None;
+    }
+    obj.get("env")?.as_str()
+}
+
+/// The `{ env = "VAR" }` form of a reference.
+pub fn env_value(var: &str) -> Value {
+    let mut m = Map::new();
+    m.insert("env".into(), Value::String(var.into()));
+    Value::Object(m)
+}
+
+/// Names are what files and people use to point at things: 1–64 characters of letters, digits,
+/// `-`, `_` and `.`, starting with a letter or digit.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("must be 1 to 64 characters".into());
+    }
+    let first = name.chars().next().unwrap_or(' ');
+    if !first.is_ascii_alphanumeric() {
+        return Err("must start with a letter or digit".into());
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c))) {
+        return Err(format!("may not contain '{c}' (letters, digits, '-', '_' and '.' only)"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_references_are_recognised() {
+        assert_eq!(env_reference(&env_value("HOOK_TOKEN")), Some("HOOK_TOKEN"));
+        assert_eq!(env_reference(&serde_json::json!({"env": "A", "x": 1})), None);
+        assert_eq!(env_reference(&serde_json::json!("plain")), None);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("orders-hook").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("-x").is_err());
+        assert!(check_name("a b").unwrap_err().contains("' '"));
+    }
+}

@@ -1,0 +1,226 @@
+//! The `switchyard` command line. Exit status 2 means bad configuration or input, named in the
+//! message; 1 means something failed while running.
+
+use crate::config::{CommonArgs, Config, LogFormat, ServeArgs};
+use crate::store::{Actor, Store};
+use clap::{Parser, Subcommand};
+use model::Role;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about = "Switchyard: a customer-data integration hub in one binary")]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: tracking API, delivery, admin app.
+    Serve(ServeArgs),
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Sources and destinations as code.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a user (the password is read from standard input with --password-stdin).
+    Add {
+        email: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Read the password from standard input (one line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create an API token and print it, alone, on standard output.
+    Create {
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create or update the sources and destinations of FILE (matched by name).
+    Apply { file: PathBuf },
+    /// Print the sources and destinations as a workspace file.
+    Export,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+/// Fails with exit status 2.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Usage {}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serve_args = match &cli.command {
+        Command::Serve(a) => a.clone(),
+        _ => ServeArgs::default(),
+    };
+    let config = match Config::load(&cli.common, &serve_args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format, matches!(cli.command, Command::Serve(_)));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Usage>().is_some() || e.downcast_ref::<crate::workspace::WorkspaceError>().is_some() => {
+            eprintln!("switchyard: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("switchyard: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, serving: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if serving { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},sqlx=warn,tower_sessions=warn")));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+async fn open(config: &Config) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create the data dir {}: {e}", config.data_dir.display()))?;
+    Store::open(&config.database_url).await
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(_) => serve(config).await,
+        Command::Users(UsersCommand::Add { email, role, .. }) => {
+            let email = model::account::parse_email(&email).map_err(|m| Usage(format!("email '{email}': {m}")))?;
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password)?;
+            let password = password.trim_end_matches(['\n', '\r']).to_string();
+            model::account::check_password(&password).map_err(|m| Usage(format!("password: {m}")))?;
+            let store = open(&config).await?;
+            let hash = crate::password::hash(password).await?;
+            let user = store.create_user(&Actor::Cli, &email, &hash, role).await.map_err(|e| match e {
+                crate::store::StoreError::Taken { .. } => anyhow::Error::new(Usage(e.to_string())),
+                other => other.into(),
+            })?;
+            eprintln!("added {} ({}) as {}", user.email, user.id, user.role);
+            Ok(())
+        }
+        Command::Users(UsersCommand::List) => {
+            let store = open(&config).await?;
+            let (users, _) = store.users_page(1000, None).await?;
+            for u in users {
+                println!("{}\t{}\t{}", u.id, u.email, u.role);
+            }
+            Ok(())
+        }
+        Command::Tokens(TokensCommand::Create { name, role }) => {
+            let store = open(&config).await?;
+            let token = store.create_token(&Actor::Cli, &name, role).await?;
+            eprintln!("created token {} ({}) with role {}; it is shown only now", token.row.name, token.row.id, role);
+            println!("{}", token.secret);
+            Ok(())
+        }
+        Command::Workspace(WorkspaceCommand::Apply { file }) => {
+            let (ws, resolved) = crate::workspace::parse(&file)?;
+            let store = open(&config).await?;
+            let report = crate::workspace::apply(&store, &Actor::Cli, &ws, &resolved).await?;
+            eprintln!("{report}");
+            Ok(())
+        }
+        Command::Workspace(WorkspaceCommand::Export) => {
+            let store = open(&config).await?;
+            let ws = crate::workspace::export(&store).await?;
+            print!("{}", crate::workspace::to_toml(&ws)?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    // Everything that can be wrong with the input is checked before anything binds.
+    let workspace = match &config.workspace {
+        Some(path) => Some(crate::workspace::parse(path)?),
+        None => None,
+    };
+    let keys = crate::keys::load(&config)?;
+    let store = open(&config).await?;
+    if let Some((ws, resolved)) = &workspace {
+        let report = crate::workspace::apply(&store, &Actor::Cli, ws, resolved)
+            .await
+            .map_err(|e| Usage(format!("workspace file: {e:#}")))?;
+        tracing::info!(%report, "applied the workspace file");
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    crate::http::serve(config, store.clone(), keys, listener, shutdown_signal()).await?;
+    store.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: no new connections, finishing requests in flight");
+}

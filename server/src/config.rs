@@ -1,0 +1,230 @@
+//! Configuration: flag > `SWITCHYARD_*` env > TOML file (`--config`) > default, validated before
+//! anything binds or opens. Errors name the key and the problem; the CLI exits 2 on them.
+
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Options every subcommand that touches the database takes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CommonArgs {
+    /// TOML configuration file; every flag can also be set there.
+    #[arg(long, global = true, env = "SWITCHYARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for the SQLite database and generated key files [default: ./data]
+    #[arg(long, global = true, env = "SWITCHYARD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// sqlite:PATH or postgres://… [default: a SQLite file in the data dir]. Also read from
+    /// DATABASE_URL when SWITCHYARD_DATABASE_URL is not set.
+    #[arg(long, global = true, env = "SWITCHYARD_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Log format: pretty or json [default: pretty]
+    #[arg(long, global = true, env = "SWITCHYARD_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// Options of `serve` only.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:3000]
+    #[arg(long, env = "SWITCHYARD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The URL people reach this server at, used in links [default: http://LISTEN]
+    #[arg(long, env = "SWITCHYARD_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Allow destinations on private and loopback addresses [default: false]
+    #[arg(long, env = "SWITCHYARD_ALLOW_PRIVATE_DESTINATIONS", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true")]
+    pub allow_private_destinations: Option<String>,
+    /// Apply this workspace file at start, before listening.
+    #[arg(long, env = "SWITCHYARD_WORKSPACE", value_name = "FILE")]
+    pub workspace: Option<PathBuf>,
+}
+
+/// The TOML file: the same keys as the flags, in snake_case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    log_format: Option<String>,
+    public_url: Option<String>,
+    allow_private_destinations: Option<bool>,
+    workspace: Option<PathBuf>,
+    session_key: Option<String>,
+    secrets_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub log_format: LogFormat,
+    pub public_url: Option<String>,
+    pub allow_private_destinations: bool,
+    pub workspace: Option<PathBuf>,
+    /// Base64 of 64 bytes; generated into the data dir when absent.
+    pub session_key: Option<String>,
+    /// Base64 of 32 bytes; generated into the data dir when absent.
+    pub secrets_key: Option<String>,
+}
+
+/// A configuration problem: names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), problem: problem.into() }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Config {
+    pub fn load(common: &CommonArgs, serve: &ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &common.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let listen_raw = serve.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1:3000".into());
+        let listen: SocketAddr = listen_raw.parse().map_err(|_| {
+            bad("listen", format!("'{listen_raw}' is not a socket address (expected HOST:PORT, like 127.0.0.1:3000)"))
+        })?;
+        let data_dir = common.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data"));
+        if data_dir.as_os_str().is_empty() {
+            return Err(bad("data_dir", "must not be empty"));
+        }
+        let database_url = match common.database_url.clone().or_else(|| env("DATABASE_URL")).or(file.database_url) {
+            Some(url) => {
+                crate::store::backend_of(&url).map_err(|e| bad("database_url", format!("'{}': {e}", crate::store::redact(&url))))?;
+                url
+            }
+            None => format!("sqlite://{}", data_dir.join("switchyard.db").display()),
+        };
+        let log_format = match common.log_format.clone().or(file.log_format).as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(bad("log_format", format!("'{other}' is not one of: pretty, json"))),
+        };
+        let public_url = serve.public_url.clone().or(file.public_url);
+        if let Some(u) = &public_url {
+            let parsed = url::Url::parse(u).map_err(|e| bad("public_url", format!("'{u}': {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(bad("public_url", format!("'{u}' must start with http:// or https://")));
+            }
+        }
+        let allow_private_destinations = match &serve.allow_private_destinations {
+            Some(v) => parse_bool(v).ok_or_else(|| bad("allow_private_destinations", format!("'{v}' is not true or false")))?,
+            None => file.allow_private_destinations.unwrap_or(false),
+        };
+        let session_key = env("SWITCHYARD_SESSION_KEY").or(file.session_key);
+        if let Some(k) = &session_key {
+            crate::keys::decode_key(k, 64).map_err(|e| bad("session_key", e))?;
+        }
+        let secrets_key = env("SWITCHYARD_SECRETS_KEY").or(file.secrets_key);
+        if let Some(k) = &secrets_key {
+            crate::keys::decode_key(k, 32).map_err(|e| bad("secrets_key", e))?;
+        }
+        let workspace = serve.workspace.clone().or(file.workspace);
+        Ok(Config {
+            listen,
+            data_dir,
+            database_url,
+            log_format,
+            public_url,
+            allow_private_destinations,
+            workspace,
+            session_key,
+            secrets_key,
+        })
+    }
+
+    /// The URL to print in links: `public_url`, else `http://` + the bound address.
+    pub fn base_url(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{bound}"),
+        }
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad("config", format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        let msg = e.message().to_string();
+        let key = msg
+            .split('`')
+            .nth(1)
+            .filter(|_| msg.starts_with("unknown field"))
+            .map(str::to_string)
+            .unwrap_or_else(|| "config".into());
+        bad(&key, format!("in {}: {}", path.display(), e.to_string().trim()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn flag_beats_file_and_file_beats_default() {
+        let f = file("listen = \"127.0.0.1:4000\"\nlog_format = \"json\"\n");
+        let common = CommonArgs { config: Some(f.path().into()), ..Default::default() };
+        let c = Config::load(&common, &ServeArgs::default()).unwrap();
+        assert_eq!(c.listen.port(), 4000);
+        assert_eq!(c.log_format, LogFormat::Json);
+        let serve = ServeArgs { listen: Some("127.0.0.1:5000".into()), ..Default::default() };
+        assert_eq!(Config::load(&common, &serve).unwrap().listen.port(), 5000);
+        let c = Config::load(&CommonArgs::default(), &ServeArgs::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
+        assert!(c.database_url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_named() {
+        let f = file("lisen = \"127.0.0.1:4000\"\n");
+        let common = CommonArgs { config: Some(f.path().into()), ..Default::default() };
+        let err = Config::load(&common, &ServeArgs::default()).unwrap_err();
+        assert_eq!(err.key, "lisen", "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let serve = ServeArgs { listen: Some("nowhere".into()), ..Default::default() };
+        let err = Config::load(&CommonArgs::default(), &serve).unwrap_err();
+        assert_eq!(err.key, "listen");
+        let common = CommonArgs { database_url: Some("mysql://x".into()), ..Default::default() };
+        assert_eq!(Config::load(&common, &ServeArgs::default()).unwrap_err().key, "database_url");
+        let common = CommonArgs { log_format: Some("xml".into()), ..Default::default() };
+        assert_eq!(Config::load(&common, &ServeArgs::default()).unwrap_err().key, "log_format");
+    }
+}

@@ -1,0 +1,9 @@
+//! Switchyard's server: configuration, storage, the HTTP API and admin app host, and the CLI.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod keys;
+pub mod password;
+pub mod store;
+pub mod workspace;

@@ -1,0 +1,125 @@
+//! Destinations: an integration slug, settings, the sources they listen to.
+
+use super::audit::{record, Actor};
+use super::{get, map_unique, new_id, now_ms, Result};
+use serde_json::{json, Map, Value};
+use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationRow {
+    pub id: String,
+    pub name: String,
+    pub integration: String,
+    pub enabled: bool,
+    /// Resolved setting values.
+    pub settings: Map<String, Value>,
+    /// Setting name → environment variable it was read from.
+    pub settings_env: Map<String, Value>,
+    /// Source names, sorted.
+    pub sources: Vec<String>,
+}
+
+/// What a write sets on a destination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationWrite {
+    pub integration: String,
+    pub enabled: bool,
+    pub settings: Map<String, Value>,
+    pub settings_env: Map<String, Value>,
+    /// Source ids.
+    pub source_ids: Vec<String>,
+}
+
+fn json_map(text: &str) -> Map<String, Value> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+async fn from_row(conn: &mut AnyConnection, row: &AnyRow) -> Result<DestinationRow> {
+    let id: String = get(row, "id")?;
+    let sources: Vec<String> = sqlx::query_scalar(
+        "SELECT s.name FROM destination_sources ds JOIN sources s ON s.id = ds.source_id WHERE ds.destination_id = $1 ORDER BY s.name",
+    )
+    .bind(&id)
+    .fetch_all(conn)
+    .await?;
+    let enabled: i64 = get(row, "enabled")?;
+    Ok(DestinationRow {
+        id,
+        name: get(row, "name")?,
+        integration: get(row, "integration")?,
+        enabled: enabled != 0,
+        settings: json_map(&get::<String>(row, "settings")?),
+        settings_env: json_map(&get::<String>(row, "settings_env")?),
+        sources,
+    })
+}
+
+pub async fn all_destinations(conn: &mut AnyConnection) -> Result<Vec<DestinationRow>> {
+    let rows = sqlx::query("SELECT * FROM destinations ORDER BY name").fetch_all(&mut *conn).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        out.push(from_row(conn, row).await?);
+    }
+    Ok(out)
+}
+
+pub async fn destination_by_name(conn: &mut AnyConnection, name: &str) -> Result<Option<DestinationRow>> {
+    let row = sqlx::query("SELECT * FROM destinations WHERE name = $1").bind(name).fetch_optional(&mut *conn).await?;
+    match row {
+        Some(row) => Ok(Some(from_row(conn, &row).await?)),
+        None => Ok(None),
+    }
+}
+
+async fn set_sources(conn: &mut AnyConnection, id: &str, source_ids: &[String]) -> Result<()> {
+    sqlx::query("DELETE FROM destination_sources WHERE destination_id = $1").bind(id).execute(&mut *conn).await?;
+    for sid in source_ids {
+        sqlx::query("INSERT INTO destination_sources (destination_id, source_id) VALUES ($1, $2)")
+            .bind(id)
+            .bind(sid)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn create_destination(conn: &mut AnyConnection, actor: &Actor, name: &str, w: &DestinationWrite) -> Result<String> {
+    let id = new_id("dst");
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO destinations (id, name, integration, enabled, settings, settings_env, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(&id)
+    .bind(name)
+    .bind(&w.integration)
+    .bind(w.enabled as i64)
+    .bind(Value::Object(w.settings.clone()).to_string())
+    .bind(Value::Object(w.settings_env.clone()).to_string())
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| map_unique(e, "destination name", name))?;
+    set_sources(conn, &id, &w.source_ids).await?;
+    record(conn, actor, "destination.create", Some(&id), json!({"name": name, "integration": w.integration})).await?;
+    Ok(id)
+}
+
+pub async fn update_destination(conn: &mut AnyConnection, actor: &Actor, id: &str, name: &str, w: &DestinationWrite) -> Result<()> {
+    sqlx::query(
+        "UPDATE destinations SET integration = $1, enabled = $2, settings = $3, settings_env = $4, updated_at = $5 WHERE id = $6",
+    )
+    .bind(&w.integration)
+    .bind(w.enabled as i64)
+    .bind(Value::Object(w.settings.clone()).to_string())
+    .bind(Value::Object(w.settings_env.clone()).to_string())
+    .bind(now_ms())
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    set_sources(conn, id, &w.source_ids).await?;
+    // Setting values may be secret: the audit entry names the keys, never the values.
+    let keys: Vec<&String> = w.settings.keys().collect();
+    record(conn, actor, "destination.update", Some(id), json!({"name": name, "settings": keys, "enabled": w.enabled})).await
+}

@@ -1,0 +1,49 @@
+//! Migrations embedded in the binary, one folder per dialect.
+
+use super::{Backend, Store};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use std::borrow::Cow;
+
+macro_rules! migrations {
+    ($dialect:literal: $(($version:literal, $file:literal, $name:literal)),* $(,)?) => {
+        vec![$(Migration::new(
+            $version,
+            Cow::Borrowed($name),
+            MigrationType::Simple,
+            Cow::Borrowed(include_str!(concat!("../../../migrations/", $dialect, "/", $file))),
+            false,
+        )),*]
+    };
+}
+
+fn migrator(backend: Backend) -> Migrator {
+    let migrations = match backend {
+        Backend::Sqlite => migrations!("sqlite": (1, "0001_foundation.sql", "foundation")),
+        Backend::Postgres => migrations!("postgres": (1, "0001_foundation.sql", "foundation")),
+    };
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    }
+}
+
+pub async fn run(store: &Store) -> anyhow::Result<()> {
+    migrator(store.backend)
+        .run(&store.pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot apply database migrations: {e}"))
+}
+
+/// Fails unless the database answers and has every migration this binary knows.
+pub async fn check_applied(store: &Store) -> anyhow::Result<()> {
+    let want = migrator(store.backend).migrations.len() as i64;
+    let have: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE",
+    )
+    .fetch_one(&store.pool)
+    .await?;
+    anyhow::ensure!(have >= want, "{have} of {want} migrations applied");
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! One storage layer over sqlx's `Any` driver: SQLite (default, a file in the data dir) or
+//! PostgreSQL (`postgres://…`). SQL is written once in the dialect both accept (`$1` parameters,
+//! TEXT and BIGINT columns); migrations live in `migrations/{sqlite,postgres}`.
+
+mod audit;
+mod destinations;
+mod migrate;
+pub mod sessions;
+mod sources;
+mod tokens;
+mod users;
+
+pub use audit::{AuditEntry, Actor};
+pub use destinations::{all_destinations, create_destination, destination_by_name, update_destination, DestinationRow, DestinationWrite};
+pub use sources::{all_sources, create_source, replace_write_key, source_by_name, SourceRow};
+pub use tokens::{TokenRow, NewToken};
+pub use users::UserRow;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Errors of the storage layer that callers act on; everything else is `Other`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} '{value}' is already taken")]
+    Taken { what: &'static str, value: String },
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    Other(#[from] sqlx::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// How long a SQLite writer waits for another process's write (the server's writer while the CLI
+/// runs, or the other way round) before giving up.
+const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
+
+impl Store {
+    /// Opens (creating a SQLite file when needed) and migrates the database.
+    pub async fn open(url: &str) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = backend_of(url)?;
+        let url = if backend == Backend::Sqlite && !url.contains("mode=") {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}mode=rwc")
+        } else {
+            url.to_string()
+        };
+        let mut opts = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(30));
+        if backend == Backend::Sqlite {
+            opts = opts.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
+                        .await?;
+                    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    if !mode.eq_ignore_ascii_case("wal") {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                    }
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = opts.connect(&url).await.map_err(|e| {
+            anyhow::anyhow!("cannot open the database {}: {e}", redact(&url))
+        })?;
+        let store = Store { pool, backend };
+        migrate::run(&store).await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`) so the
+    /// busy timeout applies instead of a "database is locked" error halfway through.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// True when the database answers and every migration is applied.
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        migrate::check_applied(self).await
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+pub fn backend_of(url: &str) -> anyhow::Result<Backend> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        anyhow::bail!("expected a URL starting with sqlite: or postgres://")
+    }
+}
+
+/// A URL with its password hidden, for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+static IDS: Mutex<Option<ulid::Generator>> = Mutex::new(None);
+
+/// A new opaque id: a prefix and a time-ordered ULID, so ids sort newest last.
+pub fn new_id(prefix: &str) -> String {
+    let mut guard = IDS.lock().unwrap_or_else(|p| p.into_inner());
+    let generator = guard.get_or_insert_with(ulid::Generator::new);
+    let id = generator.generate().unwrap_or_else(|_| ulid::Ulid::new());
+    format!("{prefix}_{}", id.to_string().to_lowercase())
+}
+
+/// Maps a unique violation on one of our named constraints to `Taken`.
+pub(crate) fn map_unique(err: sqlx::Error, what: &'static str, value: &str) -> StoreError {
+    if let sqlx::Error::Database(db) = &err {
+        if db.is_unique_violation() {
+            return StoreError::Taken { what, value: value.to_string() };
+        }
+    }
+    StoreError::Other(err)
+}
+
+/// A page of rows fetched newest first: returns the items and the cursor for the next page.
+pub(crate) fn page<T>(mut rows: Vec<T>, limit: usize, id: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(&id)
+    } else {
+        None
+    };
+    (rows, next)
+}
+
+pub(crate) fn get<T>(row: &AnyRow, col: &str) -> Result<T>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    Ok(row.try_get(col)?)
+}
+
+/// 32 random bytes, hex: for one-time links.
+pub fn random_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+pub use tokens::hash_token as tokens_hash;
