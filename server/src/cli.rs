@@ -98,7 +98,7 @@ pub fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli.command, config)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<Usage>().is_some() || e.downcast_ref::<crate::workspace::WorkspaceError>().is_some() => {
+        Err(e) if is_usage(&e) => {
             eprintln!("switchyard: {e}");
             ExitCode::from(2)
         }
@@ -107,6 +107,14 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Errors in what the user gave us (exit status 2), as opposed to failures while running.
+fn is_usage(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Usage>().is_some()
+        || e.downcast_ref::<crate::workspace::WorkspaceError>().is_some()
+        || e.downcast_ref::<crate::workspace::InvalidWorkspace>().is_some()
+        || matches!(e.downcast_ref::<crate::store::StoreError>(), Some(crate::store::StoreError::Taken { .. }))
 }
 
 fn init_logging(format: LogFormat, serving: bool) {
@@ -143,10 +151,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             model::account::check_password(&password).map_err(|m| Usage(format!("password: {m}")))?;
             let store = open(&config).await?;
             let hash = crate::password::hash(password).await?;
-            let user = store.create_user(&Actor::Cli, &email, &hash, role).await.map_err(|e| match e {
-                crate::store::StoreError::Taken { .. } => anyhow::Error::new(Usage(e.to_string())),
-                other => other.into(),
-            })?;
+            let user = store.create_user(&Actor::Cli, &email, &hash, role).await?;
             eprintln!("added {} ({}) as {}", user.email, user.id, user.role);
             Ok(())
         }
@@ -191,8 +196,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let store = open(&config).await?;
     if let Some((ws, resolved)) = &workspace {
         let report = crate::workspace::apply(&store, &Actor::Cli, ws, resolved)
-            .await
-            .map_err(|e| Usage(format!("workspace file: {e:#}")))?;
+            .await?;
         tracing::info!(%report, "applied the workspace file");
     }
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -16,6 +16,11 @@ pub struct WorkspaceError {
     pub problem: String,
 }
 
+/// The file is well-formed but does not fit the database (exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("workspace: {0}")]
+pub struct InvalidWorkspace(pub String);
+
 #[derive(Debug, Default, PartialEq)]
 pub struct ApplyReport {
     pub created: Vec<String>,
@@ -96,7 +101,7 @@ pub async fn apply(store: &Store, actor: &Actor, ws: &WorkspaceFile, resolved: &
         for name in &d.sources {
             let src = store::source_by_name(&mut tx, name)
                 .await?
-                .ok_or_else(|| anyhow::anyhow!("destination '{}' names source '{name}', which does not exist", d.name))?;
+                .ok_or_else(|| InvalidWorkspace(format!("destination '{}' names source '{name}', which does not exist", d.name)))?;
             source_ids.push(src.id);
         }
         source_ids.sort();

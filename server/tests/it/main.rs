@@ -1,0 +1,9 @@
+//! One integration-test binary (one link step): modules per area.
+
+mod harness;
+
+mod accounts;
+mod api;
+mod cli;
+mod ops;
+mod workspace;
