@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod api;
+pub mod event;
 pub mod workspace;
 
 pub use account::{Role, UserOut, MeOut};

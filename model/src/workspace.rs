@@ -18,9 +18,36 @@ pub struct WorkspaceFile {
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
     pub name: String,
+    /// `web`, `server` (the default) or `mobile`: which SDK snippets the app shows.
+    #[serde(default = "server_type", rename = "type")]
+    pub kind: String,
     /// Generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_key: Option<String>,
+    /// Browser origins allowed to send events (`https://shop.example.com`); empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+    /// Events per second accepted from this source; absent means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<i64>,
+}
+
+fn server_type() -> String {
+    "server".into()
+}
+
+/// Source types.
+pub const SOURCE_TYPES: [&str; 3] = ["web", "server", "mobile"];
+
+/// An allowed origin is `scheme://host[:port]`, nothing more.
+pub fn check_origin(origin: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return Err(format!("'{origin}' must look like https://shop.example.com"));
+    };
+    if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains('/') || rest.contains(char::is_whitespace) {
+        return Err(format!("'{origin}' must be scheme://host[:port] with no path, like https://shop.example.com"));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

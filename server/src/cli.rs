@@ -137,7 +137,7 @@ fn init_logging(format: LogFormat, serving: bool) {
 async fn open(config: &Config) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create the data dir {}: {e}", config.data_dir.display()))?;
-    Store::open(&config.database_url).await
+    Store::open_with(&config.database_url, config.durability == crate::config::Durability::Fsync).await
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {

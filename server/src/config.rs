@@ -55,6 +55,22 @@ struct FileConfig {
     workspace: Option<PathBuf>,
     session_key: Option<String>,
     secrets_key: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
+    max_message_bytes: Option<u64>,
+    max_request_bytes: Option<u64>,
+    max_batch_messages: Option<u64>,
+    dedupe_window_secs: Option<u64>,
+    event_retention_days: Option<u64>,
+    durability: Option<String>,
+}
+
+/// How hard a commit holds on (SQLite; PostgreSQL follows its own `synchronous_commit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Survives a crash of the process (WAL, synchronous=NORMAL).
+    Normal,
+    /// Also survives power loss: fsync on every commit (synchronous=FULL).
+    Fsync,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +92,26 @@ pub struct Config {
     pub session_key: Option<String>,
     /// Base64 of 32 bytes; generated into the data dir when absent.
     pub secrets_key: Option<String>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub max_message_bytes: usize,
+    pub max_request_bytes: usize,
+    pub max_batch_messages: usize,
+    pub dedupe_window_secs: u64,
+    pub event_retention_days: u64,
+    pub durability: Durability,
+}
+
+/// A number from `SWITCHYARD_<KEY>`, else the file, else the default; at least `min`.
+fn number(key: &str, file: Option<u64>, default: u64, min: u64) -> Result<u64, ConfigError> {
+    let value = match env(&format!("SWITCHYARD_{}", key.to_uppercase())) {
+        Some(v) => v.trim().parse::<u64>().map_err(|_| bad(key, format!("'{v}' is not a whole number")))?,
+        None => file.unwrap_or(default),
+    };
+    if value < min {
+        return Err(bad(key, format!("must be at least {min}, got {value}")));
+    }
+    Ok(value)
 }
 
 /// A configuration problem: names the key.
@@ -140,7 +176,27 @@ impl Config {
             crate::keys::decode_key(k, 32).map_err(|e| bad("secrets_key", e))?;
         }
         let workspace = serve.workspace.clone().or(file.workspace);
+        let proxies = match env("SWITCHYARD_TRUSTED_PROXIES") {
+            Some(v) => v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            None => file.trusted_proxies.unwrap_or_default(),
+        };
+        let trusted_proxies = proxies
+            .iter()
+            .map(|p| p.parse().map_err(|_| bad("trusted_proxies", format!("'{p}' is not an IP address"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let durability = match env("SWITCHYARD_DURABILITY").or(file.durability).as_deref() {
+            None | Some("normal") => Durability::Normal,
+            Some("fsync") => Durability::Fsync,
+            Some(other) => return Err(bad("durability", format!("'{other}' is not one of: normal, fsync"))),
+        };
         Ok(Config {
+            trusted_proxies,
+            max_message_bytes: number("max_message_bytes", file.max_message_bytes, 32 * 1024, 1024)? as usize,
+            max_request_bytes: number("max_request_bytes", file.max_request_bytes, 500 * 1024, 1024)? as usize,
+            max_batch_messages: number("max_batch_messages", file.max_batch_messages, 2500, 1)? as usize,
+            dedupe_window_secs: number("dedupe_window_secs", file.dedupe_window_secs, 24 * 3600, 0)?,
+            event_retention_days: number("event_retention_days", file.event_retention_days, 30, 1)?,
+            durability,
             listen,
             data_dir,
             database_url,

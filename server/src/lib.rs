@@ -3,7 +3,9 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod ingest;
 pub mod keys;
 pub mod password;
+pub mod snippets;
 pub mod store;
 pub mod workspace;

@@ -2,7 +2,7 @@
 //! and export the current ones in the same form. Secrets given as `{ env = "VAR" }` are read at
 //! apply time and exported back as references, never as values.
 
-use crate::store::{self, Actor, DestinationWrite, Store};
+use crate::store::{self, Actor, DestinationWrite, SourceFields, SourceType, Store};
 use model::workspace::{check_name, env_reference, env_value, DestinationSpec, SourceSpec, WorkspaceFile};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -59,6 +59,15 @@ pub fn parse_text(text: &str) -> Result<(WorkspaceFile, Vec<Map<String, Value>>)
         check_name(&s.name).map_err(|m| format!("sources[{i}].name '{}': {m}", s.name))?;
         if !names.insert(s.name.clone()) {
             return Err(format!("sources[{i}].name: '{}' appears twice", s.name));
+        }
+        if !model::workspace::SOURCE_TYPES.contains(&s.kind.as_str()) {
+            return Err(format!("sources[{i}].type: '{}' is not one of web, server, mobile", s.kind));
+        }
+        for o in &s.allowed_origins {
+            model::workspace::check_origin(o).map_err(|m| format!("sources[{i}].allowed_origins: {m}"))?;
+        }
+        if s.rate_limit.is_some_and(|r| r < 1) {
+            return Err(format!("sources[{i}].rate_limit: must be at least 1 event per second"));
         }
         if let Some(k) = &s.write_key {
             if k.len() < 8 || k.len() > 200 || k.chars().any(|c| c.is_whitespace() || c == ':') {
@@ -126,19 +135,44 @@ fn env_refs(d: &DestinationSpec) -> Map<String, Value> {
         .collect()
 }
 
+pub fn source_fields(s: &SourceSpec) -> SourceFields {
+    SourceFields {
+        name: s.name.clone(),
+        kind: match s.kind.as_str() {
+            "web" => SourceType::Web,
+            "mobile" => SourceType::Mobile,
+            _ => SourceType::Server,
+        },
+        allowed_origins: s.allowed_origins.clone(),
+        rate_limit: s.rate_limit,
+    }
+}
+
 async fn apply_source(conn: &mut sqlx::AnyConnection, actor: &Actor, s: &SourceSpec, report: &mut ApplyReport) -> anyhow::Result<()> {
+    let fields = source_fields(s);
     match store::source_by_name(conn, &s.name).await? {
         None => {
-            store::create_source(conn, actor, &s.name, s.write_key.as_deref()).await?;
+            store::create_source(conn, actor, &fields, s.write_key.as_deref()).await?;
             report.created.push(format!("source {}", s.name));
         }
-        Some(existing) => match &s.write_key {
-            Some(key) if existing.write_key.as_deref() != Some(key.as_str()) => {
-                store::replace_write_key(conn, actor, &existing, key).await?;
-                report.updated.push(format!("source {}", s.name));
+        Some(existing) => {
+            let mut changed = false;
+            if existing.kind != fields.kind || existing.allowed_origins != fields.allowed_origins || existing.rate_limit != fields.rate_limit {
+                store::update_source(conn, actor, &existing.id, &fields).await?;
+                changed = true;
             }
-            _ => report.unchanged += 1,
-        },
+            if let Some(key) = &s.write_key {
+                if existing.write_key.as_deref() != Some(key.as_str()) {
+                    store::replace_write_key(conn, actor, &existing, key).await?;
+                    changed = true;
+                }
+            }
+            if changed {
+                report.updated.push(format!("source {}", s.name));
+            } else {
+                report.unchanged += 1;
+            }
+        }
     }
     Ok(())
 }
@@ -185,7 +219,13 @@ pub async fn export(store: &Store) -> anyhow::Result<WorkspaceFile> {
     let sources = store::all_sources(&mut conn)
         .await?
         .into_iter()
-        .map(|s| SourceSpec { name: s.name, write_key: s.write_key })
+        .map(|s| SourceSpec {
+            name: s.name,
+            kind: s.kind.as_str().into(),
+            write_key: s.write_key,
+            allowed_origins: s.allowed_origins,
+            rate_limit: s.rate_limit,
+        })
         .collect();
     let destinations = store::all_destinations(&mut conn)
         .await?

@@ -8,6 +8,7 @@ mod ops;
 mod pages;
 pub mod problem;
 mod sources;
+pub use sources::SnippetsOut;
 mod tokens;
 mod users;
 
@@ -40,6 +41,9 @@ pub struct AppState {
     pub login_limiter: Arc<limiter::LoginLimiter>,
     pub leptos: LeptosOptions,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub ingest: Arc<crate::ingest::Ingest>,
+    /// Turns true when the server stops: long-lived streams end then.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -142,14 +146,17 @@ pub fn router(state: AppState, session_key: &[u8]) -> Router {
         .with_secure(secure)
         .with_expiry(Expiry::OnInactivity(time::Duration::days(7)))
         .with_signed(Key::from(session_key));
-    Router::new()
+    let admin = Router::new()
         .merge(api)
         .route("/api/openapi.json", get(move || async move { Json((*doc).clone()) }))
         .route("/api/{*rest}", axum::routing::any(|| async { ApiError::NotFound("API route") }))
         .merge(pages::router(&state))
+        .layer(sessions);
+    Router::new()
+        .merge(crate::ingest::router(state.config.max_request_bytes))
+        .merge(admin)
         .merge(ops::router())
         .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found\n").into_response() })
-        .layer(sessions)
         .layer(axum::middleware::from_fn(ops::track))
         .with_state(state)
 }
@@ -164,6 +171,23 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
+    let dedupe = Duration::from_secs(config.dedupe_window_secs);
+    let (writer, writer_done) = crate::ingest::writer::EventWriter::start(
+        store.clone(),
+        crate::ingest::writer::WriterOptions::for_backend(store.backend(), dedupe),
+    );
+    let ingest = Arc::new(crate::ingest::Ingest::new(
+        writer,
+        crate::ingest::KeyCache::new(Duration::from_secs(2)),
+        crate::ingest::Limits {
+            max_message_bytes: config.max_message_bytes,
+            max_request_bytes: config.max_request_bytes,
+            max_batch_messages: config.max_batch_messages,
+        },
+        config.trusted_proxies.clone(),
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let retention_days = config.event_retention_days as i64;
     let state = AppState {
         store: store.clone(),
         config: Arc::new(config),
@@ -171,6 +195,8 @@ pub async fn serve(
         login_limiter: Arc::new(limiter::LoginLimiter::new(5, Duration::from_secs(60))),
         leptos: leptos_options(),
         metrics: ops::metrics_handle(),
+        ingest,
+        shutdown: stop_rx,
     };
     if store.user_count().await? == 0 {
         let token = crate::store::random_token();
@@ -183,19 +209,30 @@ pub async fn serve(
         let store = store.clone();
         async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(600)).await;
                 if let Err(e) = store.delete_expired_sessions().await {
                     tracing::warn!(error = %e, "cannot delete expired sessions");
                 }
+                let now = crate::store::now_ms();
+                match store.prune_events(now - retention_days * 86_400_000, now - dedupe.as_millis() as i64).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "removed events past the retention period"),
+                    Err(e) => tracing::warn!(error = %e, "cannot prune the event log"),
+                }
+                tokio::time::sleep(Duration::from_secs(600)).await;
             }
         }
     });
     let app = router(state, &keys.session);
     tracing::info!("listening on http://{bound}");
     let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
         .await;
     sweeper.abort();
+    // Every handler is done, so every writer handle is dropped: wait for the last commits.
+    let _ = writer_done.await;
     tracing::info!("stopped");
     result.map_err(Into::into)
 }

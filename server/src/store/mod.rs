@@ -4,6 +4,7 @@
 
 mod audit;
 mod destinations;
+pub mod events;
 mod migrate;
 pub mod sessions;
 mod sources;
@@ -12,7 +13,7 @@ mod users;
 
 pub use audit::{AuditEntry, Actor};
 pub use destinations::{all_destinations, create_destination, destination_by_name, update_destination, DestinationRow, DestinationWrite};
-pub use sources::{all_sources, create_source, replace_write_key, source_by_name, SourceRow};
+pub use sources::{all_sources, create_source, replace_write_key, source_by_id, source_by_name, update_source, KeyOwner, SourceFields, SourceRow, SourceType, WriteKeyOut};
 pub use tokens::{TokenRow, NewToken};
 pub use users::UserRow;
 
@@ -53,6 +54,11 @@ const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
 impl Store {
     /// Opens (creating a SQLite file when needed) and migrates the database.
     pub async fn open(url: &str) -> anyhow::Result<Store> {
+        Store::open_with(url, false).await
+    }
+
+    /// As `open`; `fsync` makes SQLite sync every commit to disk (survives power loss).
+    pub async fn open_with(url: &str, fsync: bool) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         let backend = backend_of(url)?;
         let url = if backend == Backend::Sqlite && !url.contains("mode=") {
@@ -65,7 +71,8 @@ impl Store {
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
             .acquire_timeout(Duration::from_secs(30));
         if backend == Backend::Sqlite {
-            opts = opts.after_connect(|conn, _meta| {
+            let synchronous = if fsync { "FULL" } else { "NORMAL" };
+            opts = opts.after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
                         .await?;
@@ -76,7 +83,7 @@ impl Store {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                     }
                     conn.execute("PRAGMA foreign_keys = ON").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute(format!("PRAGMA synchronous = {synchronous}").as_str()).await?;
                     Ok(())
                 })
             });

@@ -5,5 +5,6 @@ mod harness;
 mod accounts;
 mod api;
 mod cli;
+mod ingest;
 mod ops;
 mod workspace;

@@ -1,0 +1,44 @@
+//! Reading a tracking request's body: JSON whatever the Content-Type says, gzip decompressed,
+//! limits checked after decompression.
+
+use super::Limits;
+use axum::http::HeaderMap;
+use serde_json::Value;
+use std::io::Read;
+
+/// A refusal of the whole request: (code, message) for the Tracking API error shape.
+#[derive(Debug)]
+pub struct BodyError(pub &'static str, pub String);
+
+pub fn decode(headers: &HeaderMap, raw: &[u8], limits: &Limits) -> Result<Value, BodyError> {
+    let gzip = headers
+        .get(axum::http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+    let bytes: std::borrow::Cow<[u8]> = if gzip {
+        let mut out = Vec::new();
+        let cap = limits.max_request_bytes as u64 + 1;
+        flate2::read::GzDecoder::new(raw)
+            .take(cap)
+            .read_to_end(&mut out)
+            .map_err(|e| BodyError("invalid_body", format!("the body is not valid gzip: {e}")))?;
+        out.into()
+    } else {
+        raw.into()
+    };
+    if bytes.len() > limits.max_request_bytes {
+        return Err(BodyError(
+            "request_too_large",
+            format!("the request is larger than the limit of {} bytes per request", limits.max_request_bytes),
+        ));
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(BodyError("invalid_body", "the body is empty; send a JSON object".into()));
+    }
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| BodyError("invalid_json", format!("the body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(BodyError("invalid_body", "the body must be a JSON object".into()));
+    }
+    Ok(value)
+}

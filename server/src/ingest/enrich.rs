@@ -1,0 +1,128 @@
+//! Enrichment of an accepted message: messageId, receivedAt, the clock-skew-corrected timestamp
+//! (the client's own time kept as originalTimestamp), context.ip, type.
+
+use serde_json::{Map, Value};
+use std::net::IpAddr;
+use time::format_description::well_known::{Iso8601, Rfc3339};
+use time::OffsetDateTime;
+
+/// Parses the ISO 8601 date-times SDKs send (with an offset, or `Z`).
+pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339).or_else(|_| OffsetDateTime::parse(s, &Iso8601::DEFAULT)).ok()
+}
+
+pub fn is_timestamp(s: &str) -> bool {
+    parse_time(s).is_some()
+}
+
+fn ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// `2026-01-31T12:00:00.000Z`: UTC, always three digits of milliseconds.
+pub fn format_ms(ms: i64) -> String {
+    let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000) else {
+        return String::new();
+    };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+pub fn new_message_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    // UUID v4 layout.
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// Adds what the server knows to a valid message. `received_at` is in ms.
+pub fn enrich(msg: &mut Map<String, Value>, kind: &str, received_at: i64, ip: Option<IpAddr>) {
+    msg.remove("writeKey");
+    msg.insert("type".into(), Value::String(kind.into()));
+    if !msg.contains_key("messageId") {
+        msg.insert("messageId".into(), Value::String(new_message_id()));
+    }
+    msg.insert("receivedAt".into(), Value::String(format_ms(received_at)));
+    // The client's own clock: originalTimestamp, else timestamp.
+    let client = msg
+        .get("originalTimestamp")
+        .or_else(|| msg.get("timestamp"))
+        .and_then(Value::as_str)
+        .and_then(parse_time)
+        .map(ms);
+    let sent = msg.get("sentAt").and_then(Value::as_str).and_then(parse_time).map(ms);
+    let timestamp = match (client, sent) {
+        (Some(c), Some(s)) => received_at - (s - c),
+        (Some(c), None) => c,
+        (None, _) => received_at,
+    };
+    if let Some(c) = client {
+        msg.insert("originalTimestamp".into(), Value::String(format_ms(c)));
+    }
+    msg.insert("timestamp".into(), Value::String(format_ms(timestamp)));
+    if let Some(ip) = ip {
+        let context = msg.entry("context").or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(ctx) = context {
+            ctx.entry("ip").or_insert_with(|| Value::String(ip.to_string()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn enriched(v: Value, received: &str) -> Map<String, Value> {
+        let mut m = v.as_object().unwrap().clone();
+        enrich(&mut m, "track", ms(parse_time(received).unwrap()), Some("10.1.2.3".parse().unwrap()));
+        m
+    }
+
+    #[test]
+    fn corrects_clock_skew_and_keeps_the_client_time() {
+        // The client's clock is 1 hour behind: it sent 2 s after the event happened.
+        let m = enriched(
+            json!({"userId": "u", "writeKey": "wk", "timestamp": "2026-01-01T11:00:00.000Z", "sentAt": "2026-01-01T11:00:02.000Z"}),
+            "2026-01-01T12:00:00.500Z",
+        );
+        assert_eq!(m["timestamp"], "2026-01-01T11:59:58.500Z");
+        assert_eq!(m["originalTimestamp"], "2026-01-01T11:00:00.000Z");
+        assert_eq!(m["receivedAt"], "2026-01-01T12:00:00.500Z");
+        assert_eq!(m["context"]["ip"], "10.1.2.3");
+        assert_eq!(m["type"], "track");
+        assert!(m.get("writeKey").is_none());
+        assert_eq!(m["messageId"].as_str().unwrap().len(), 36);
+    }
+
+    #[test]
+    fn original_timestamp_wins_and_a_given_ip_is_kept() {
+        let m = enriched(
+            json!({"userId": "u", "messageId": "m1", "originalTimestamp": "2026-01-01T10:00:00Z", "timestamp": "2026-01-01T09:00:00Z",
+                   "sentAt": "2026-01-01T10:00:01Z", "context": {"ip": "1.1.1.1"}}),
+            "2026-01-01T12:00:00Z",
+        );
+        assert_eq!(m["timestamp"], "2026-01-01T11:59:59.000Z");
+        assert_eq!(m["messageId"], "m1");
+        assert_eq!(m["context"]["ip"], "1.1.1.1");
+    }
+
+    #[test]
+    fn without_client_time_the_timestamp_is_received_at() {
+        let m = enriched(json!({"userId": "u"}), "2026-01-01T12:00:00Z");
+        assert_eq!(m["timestamp"], m["receivedAt"]);
+        assert!(m.get("originalTimestamp").is_none());
+    }
+}

@@ -1,0 +1,48 @@
+//! Write keys → sources, cached for a moment so a flood of events does not mean a flood of
+//! lookups. Changes made on this node clear the cache at once; other nodes see them within the TTL.
+
+use crate::store::{KeyOwner, Store};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct Owner {
+    pub source_id: String,
+    pub allowed_origins: Arc<Vec<String>>,
+    pub rate_limit: Option<i64>,
+}
+
+pub struct KeyCache {
+    ttl: Duration,
+    map: Mutex<HashMap<String, (Option<Owner>, Instant)>>,
+}
+
+impl KeyCache {
+    pub fn new(ttl: Duration) -> Self {
+        KeyCache { ttl, map: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn clear(&self) {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    pub async fn owner(&self, store: &Store, key: &str) -> crate::store::Result<Option<Owner>> {
+        if let Some((owner, at)) = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
+            if at.elapsed() < self.ttl {
+                return Ok(owner.clone());
+            }
+        }
+        let owner = store.write_key_owner(key).await?.map(|KeyOwner { source_id, allowed_origins, rate_limit }| Owner {
+            source_id,
+            allowed_origins: Arc::new(allowed_origins),
+            rate_limit,
+        });
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 10_000 {
+            map.clear();
+        }
+        map.insert(key.to_string(), (owner.clone(), Instant::now()));
+        Ok(owner)
+    }
+}

@@ -1,0 +1,328 @@
+//! The `/v1` routes: one handler for the six call types (long and analytics.js's short names)
+//! and one for batches.
+
+use super::body::{decode, BodyError};
+use super::enrich::{enrich, is_timestamp};
+use super::live::LiveMessage;
+use super::writer::{Outcome, WriteError};
+use crate::http::AppState;
+use crate::store::events::{NewEvent, NewRejection};
+use crate::store::now_ms;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine;
+use model::event::{drop_nulls, id_text, validate, EventType};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub fn router(max_request_bytes: usize) -> Router<AppState> {
+    Router::new()
+        .route("/v1/batch", post(batch))
+        .route("/v1/import", post(batch))
+        .route("/v1/b", post(batch))
+        .route("/v1/m", post(telemetry))
+        .route("/v1/{kind}", post(single))
+        // Compressed bodies are limited here; decompressed ones in `decode`.
+        .layer(DefaultBodyLimit::max(max_request_bytes.max(1 << 20) * 2))
+        .layer(middleware::from_fn(cors))
+}
+
+/// The Tracking API's error shape.
+fn fail(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(json!({"success": false, "code": code, "message": message.into()}))).into_response()
+}
+
+/// Browser SDKs call from any page: answer preflights and label every answer for CORS. A
+/// source's allowed origins are enforced on the request itself (a preflight has no write key).
+async fn cors(req: Request, next: Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut res = if req.method() == Method::OPTIONS {
+        let mut res = StatusCode::NO_CONTENT.into_response();
+        let allow_headers = req
+            .headers()
+            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("Content-Type, Authorization, Content-Encoding, AnonymousId"));
+        let h = res.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, GET, OPTIONS"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+        res
+    } else {
+        next.run(req).await
+    };
+    let h = res.headers_mut();
+    match origin {
+        Some(o) => {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        }
+        None => {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        }
+    }
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+    res
+}
+
+/// analytics.js reports its own health to `/v1/m`; accepted and dropped.
+async fn telemetry() -> StatusCode {
+    StatusCode::OK
+}
+
+struct Call {
+    addr: SocketAddr,
+    headers: HeaderMap,
+    query: HashMap<String, String>,
+    body: Bytes,
+}
+
+async fn single(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(kind): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(ty) = EventType::from_route(&kind) else {
+        return fail(StatusCode::NOT_FOUND, "not_found", format!("no route /v1/{kind}; use identify, track, page, screen, group, alias or batch"));
+    };
+    handle(&state, Call { addr, headers, query, body }, Some(ty)).await
+}
+
+async fn batch(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(&state, Call { addr, headers, query, body }, None).await
+}
+
+/// The write key: Basic auth user name, else `writeKey` in the body, else `?writeKey=`.
+fn write_key(headers: &HeaderMap, body: &Value, query: &HashMap<String, String>) -> Option<String> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .map(|user_pass| user_pass.split(':').next().unwrap_or("").to_string())
+        .filter(|k| !k.is_empty());
+    basic
+        .or_else(|| body.get("writeKey").and_then(Value::as_str).filter(|k| !k.is_empty()).map(str::to_string))
+        .or_else(|| query.get("writeKey").filter(|k| !k.is_empty()).cloned())
+}
+
+/// The client's address: the connection's, or `X-Forwarded-For`'s when the connection comes
+/// from a configured trusted proxy.
+fn client_ip(addr: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let peer = addr.ip();
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|list| {
+            list.rsplit(',')
+                .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+                .find(|ip| !trusted.contains(ip))
+        })
+        .unwrap_or(peer)
+}
+
+/// The messages of a request, each with its type (or why it has none).
+fn messages(body: Value, route: Option<EventType>, max_batch: usize) -> Result<Vec<(Value, Option<EventType>)>, Response> {
+    let Value::Object(mut obj) = body else { unreachable!("decode checks for an object") };
+    if let Some(ty) = route {
+        return Ok(vec![(Value::Object(obj), Some(ty))]);
+    }
+    let Some(Value::Array(items)) = obj.remove("batch") else {
+        return Err(fail(StatusCode::BAD_REQUEST, "invalid_body", "a batch needs a `batch` array of messages"));
+    };
+    if items.len() > max_batch {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "batch_too_large",
+            format!("the batch has {} messages; the limit is {max_batch} messages per batch", items.len()),
+        ));
+    }
+    // Batch-level context and integrations apply to every message that does not set its own.
+    let shared: Vec<(String, Value)> =
+        ["context", "integrations"].iter().filter_map(|k| obj.get(*k).filter(|v| v.is_object()).map(|v| (k.to_string(), v.clone()))).collect();
+    Ok(items
+        .into_iter()
+        .map(|mut item| {
+            if let Value::Object(m) = &mut item {
+                for (k, v) in &shared {
+                    m.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            let ty = item.get("type").and_then(Value::as_str).and_then(EventType::parse);
+            (item, ty)
+        })
+        .collect())
+}
+
+async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Response {
+    let started = Instant::now();
+    let ingest = &state.ingest;
+    let body = match decode(&call.headers, &call.body, &ingest.limits) {
+        Ok(v) => v,
+        Err(BodyError(code, message)) => return fail(StatusCode::BAD_REQUEST, code, message),
+    };
+    let Some(key) = write_key(&call.headers, &body, &call.query) else {
+        return fail(StatusCode::UNAUTHORIZED, "missing_write_key", "send the write key as the Basic auth user name or as `writeKey` in the body");
+    };
+    let owner = match ingest.keys.owner(&state.store, &key).await {
+        Ok(Some(o)) => o,
+        Ok(None) => return fail(StatusCode::UNAUTHORIZED, "invalid_write_key", "unknown or revoked write key"),
+        Err(e) => {
+            tracing::error!(error = %e, "write key lookup failed");
+            return fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the event store is unavailable; retry later");
+        }
+    };
+    if let Some(origin) = call.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        if !owner.allowed_origins.is_empty() && !owner.allowed_origins.iter().any(|o| o == origin) {
+            return fail(StatusCode::FORBIDDEN, "origin_not_allowed", format!("this source does not accept events from {origin}"));
+        }
+    }
+    let items = match messages(body, route, ingest.limits.max_batch_messages) {
+        Ok(items) => items,
+        Err(res) => return res,
+    };
+    if let Err(wait) = ingest.check_rate(&owner.source_id, owner.rate_limit, items.len()) {
+        let mut res = fail(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "this source sends faster than its rate limit");
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return res;
+    }
+    let received_at = now_ms();
+    let ip = client_ip(call.addr, &call.headers, &ingest.trusted_proxies);
+    let live = ingest.live.active();
+    let mut events = Vec::new();
+    let mut event_index = Vec::new();
+    let mut rejections = Vec::new();
+    let mut rejected = Vec::new();
+    for (index, (item, ty)) in items.into_iter().enumerate() {
+        match accept(item, ty, ingest.limits.max_message_bytes, received_at, ip) {
+            Ok((event_kind, msg)) => {
+                let payload = serde_json::to_string(&msg).expect("JSON values serialize");
+                if live {
+                    ingest.live.publish(LiveMessage {
+                        source_id: owner.source_id.clone(),
+                        status: "accepted",
+                        message_id: id_text(&msg, "messageId"),
+                        kind: Some(event_kind.as_str().into()),
+                        reason: None,
+                        received_at,
+                        payload: Arc::new(Value::Object(msg.clone())),
+                    });
+                }
+                events.push(NewEvent {
+                    source_id: owner.source_id.clone(),
+                    message_id: id_text(&msg, "messageId").unwrap_or_default(),
+                    kind: event_kind.as_str(),
+                    user_id: id_text(&msg, "userId"),
+                    anonymous_id: id_text(&msg, "anonymousId"),
+                    received_at,
+                    payload,
+                });
+                event_index.push(index);
+            }
+            Err((reason, item)) => {
+                let message_id = item.get("messageId").and_then(Value::as_str).map(str::to_string);
+                let kind = route.map(|t| t.as_str().to_string()).or_else(|| item.get("type").and_then(Value::as_str).map(str::to_string));
+                metrics::counter!("ingest_rejected_total", "source" => owner.source_id.clone(), "type" => kind.clone().unwrap_or_else(|| "unknown".into())).increment(1);
+                rejected.push(json!({"index": index, "messageId": message_id, "reason": reason}));
+                if live {
+                    ingest.live.publish(LiveMessage {
+                        source_id: owner.source_id.clone(),
+                        status: "rejected",
+                        message_id: message_id.clone(),
+                        kind: kind.clone(),
+                        reason: Some(reason.clone()),
+                        received_at,
+                        payload: Arc::new(item.clone()),
+                    });
+                }
+                rejections.push(NewRejection { source_id: owner.source_id.clone(), message_id, kind, reason, received_at, payload: item.to_string() });
+            }
+        }
+    }
+    let single_reason = (route.is_some() && !rejected.is_empty()).then(|| rejected[0]["reason"].as_str().unwrap_or("").to_string());
+    let kinds: Vec<&'static str> = events.iter().map(|e| e.kind).collect();
+    let outcomes = match ingest.writer.write(events, rejections).await {
+        Ok(o) => o,
+        Err(WriteError::Busy) => {
+            let mut res = fail(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many events are waiting to be stored; retry shortly");
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return res;
+        }
+        Err(WriteError::Failed(e)) => {
+            tracing::error!(error = %e, "storing events failed");
+            let mut res = fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the event store is unavailable; retry later");
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return res;
+        }
+    };
+    for ((outcome, index), kind) in outcomes.iter().zip(&event_index).zip(&kinds) {
+        match outcome {
+            Outcome::Stored | Outcome::Duplicate => {
+                metrics::counter!("ingest_accepted_total", "source" => owner.source_id.clone(), "type" => *kind).increment(1);
+            }
+            Outcome::Refused => rejected.push(json!({"index": index, "messageId": null, "reason": "the database refused this message"})),
+        }
+    }
+    metrics::histogram!("ingest_ack_seconds").record(started.elapsed().as_secs_f64());
+    if let Some(reason) = single_reason {
+        let code = if reason.contains("limit of") { "message_too_large" } else { "invalid_message" };
+        return fail(StatusCode::BAD_REQUEST, code, reason);
+    }
+    if rejected.is_empty() {
+        Json(json!({"success": true})).into_response()
+    } else {
+        Json(json!({"success": true, "rejected": rejected})).into_response()
+    }
+}
+
+/// Validates and enriches one message, or says why it is refused (with the message as sent).
+fn accept(
+    item: Value,
+    ty: Option<EventType>,
+    max_bytes: usize,
+    received_at: i64,
+    ip: IpAddr,
+) -> Result<(EventType, Map<String, Value>), (String, Value)> {
+    let Value::Object(mut msg) = item else {
+        return Err(("each message must be a JSON object".into(), item));
+    };
+    let size = serde_json::to_vec(&msg).map(|v| v.len()).unwrap_or(0);
+    if size > max_bytes {
+        let summary = json!({"messageId": msg.get("messageId"), "type": msg.get("type"), "bytes": size, "truncated": true});
+        return Err((format!("the message is {size} bytes, over the limit of {max_bytes} bytes per message"), summary));
+    }
+    let Some(ty) = ty else {
+        let reason = match msg.get("type") {
+            None => "type is required in a batch".to_string(),
+            Some(t) => format!("type {t} is not one of identify, track, page, screen, group, alias"),
+        };
+        return Err((reason, Value::Object(msg)));
+    };
+    drop_nulls(&mut msg);
+    if let Err(reason) = validate(&msg, ty, is_timestamp) {
+        return Err((reason, Value::Object(msg)));
+    }
+    enrich(&mut msg, ty.as_str(), received_at, Some(ip));
+    Ok((ty, msg))
+}

@@ -1,0 +1,192 @@
+//! The event writer: request handlers hand it messages and wait for the commit; it commits many
+//! requests' messages in one transaction (group commit). The work runs in its own tasks, so a
+//! client that disconnects cannot cancel a half-done write: a message is stored fully or not at all.
+
+use crate::store::events::{insert_event, insert_rejection, NewEvent, NewRejection};
+use crate::store::{now_ms, Backend, Store};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+/// What happened to one accepted message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Stored,
+    Duplicate,
+    /// The database refused this one message (the others of its group were stored).
+    Refused,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("the write queue is full")]
+    Busy,
+    #[error("the event store is unavailable: {0}")]
+    Failed(String),
+}
+
+struct Job {
+    events: Vec<NewEvent>,
+    rejections: Vec<NewRejection>,
+    reply: oneshot::Sender<Result<Vec<Outcome>, String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Requests waiting for a commit before new ones get 503.
+    pub queue: usize,
+    /// Most messages committed in one transaction.
+    pub max_group: usize,
+    /// A message id seen again within this window is acknowledged and not stored again.
+    pub dedupe_window: Duration,
+    /// Parallel writers (SQLite has one writer; PostgreSQL gains from a few).
+    pub writers: usize,
+}
+
+impl WriterOptions {
+    pub fn for_backend(backend: Backend, dedupe_window: Duration) -> Self {
+        WriterOptions {
+            queue: 4096,
+            max_group: 2000,
+            dedupe_window,
+            writers: if backend == Backend::Sqlite { 1 } else { 4 },
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct EventWriter {
+    tx: mpsc::Sender<Job>,
+    depth: Arc<AtomicI64>,
+}
+
+impl EventWriter {
+    /// Starts the writer tasks; they stop once every `EventWriter` clone is dropped and the queue
+    /// is drained (await the handle to know every accepted message was committed).
+    pub fn start(store: Store, opts: WriterOptions) -> (EventWriter, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel::<Job>(opts.queue);
+        let rx = Arc::new(Mutex::new(rx));
+        let depth = Arc::new(AtomicI64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..opts.writers.max(1) {
+            let (store, rx, opts, depth) = (store.clone(), rx.clone(), opts.clone(), depth.clone());
+            tasks.push(tokio::spawn(async move { run(store, rx, opts, depth).await }));
+        }
+        let handle = tokio::spawn(async move {
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
+        (EventWriter { tx, depth }, handle)
+    }
+
+    /// Requests waiting for their commit.
+    pub fn depth(&self) -> i64 {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    /// Stores the messages and returns once they are committed.
+    pub async fn write(&self, events: Vec<NewEvent>, rejections: Vec<NewRejection>) -> Result<Vec<Outcome>, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job { events, rejections, reply };
+        self.tx.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => WriteError::Busy,
+            mpsc::error::TrySendError::Closed(_) => WriteError::Failed("the server is shutting down".into()),
+        })?;
+        let depth = self.depth.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("ingest_write_queue_depth").set(depth as f64);
+        answer.await.map_err(|_| WriteError::Failed("the writer stopped".into()))?.map_err(WriteError::Failed)
+    }
+}
+
+async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>, opts: WriterOptions, depth: Arc<AtomicI64>) {
+    loop {
+        // Take the first waiting job, then whatever else is queued, up to a group's worth.
+        let jobs = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            let mut n = first.events.len() + first.rejections.len();
+            let mut jobs = vec![first];
+            while n < opts.max_group {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        n += job.events.len() + job.rejections.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            jobs
+        };
+        let count = jobs.len() as i64;
+        let cutoff = now_ms() - opts.dedupe_window.as_millis() as i64;
+        match commit(&store, &jobs, cutoff).await {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, jobs = count, "a group commit failed; writing its messages one by one");
+                for job in jobs {
+                    let result = one_by_one(&store, &job, cutoff).await;
+                    let _ = job.reply.send(result);
+                }
+            }
+        }
+        let left = depth.fetch_sub(count, Ordering::Relaxed) - count;
+        metrics::gauge!("ingest_write_queue_depth").set(left as f64);
+    }
+}
+
+/// One transaction for every message of every job.
+async fn commit(store: &Store, jobs: &[Job], cutoff: i64) -> crate::store::Result<Vec<Vec<Outcome>>> {
+    let mut tx = store.begin().await?;
+    let mut all = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let mut outcomes = Vec::with_capacity(job.events.len());
+        for e in &job.events {
+            let stored = insert_event(&mut tx, e, cutoff).await?;
+            outcomes.push(if stored { Outcome::Stored } else { Outcome::Duplicate });
+        }
+        for r in &job.rejections {
+            insert_rejection(&mut tx, r).await?;
+        }
+        all.push(outcomes);
+    }
+    tx.commit().await?;
+    Ok(all)
+}
+
+/// After a failed group: each message in its own transaction, so one the database refuses does
+/// not fail the others. Fails only when the database itself is unreachable.
+async fn one_by_one(store: &Store, job: &Job, cutoff: i64) -> Result<Vec<Outcome>, String> {
+    let mut outcomes = Vec::with_capacity(job.events.len());
+    let mut reachable = false;
+    for e in &job.events {
+        let mut tx = store.begin().await.map_err(|e| e.to_string())?;
+        reachable = true;
+        match insert_event(&mut tx, e, cutoff).await {
+            Ok(stored) => {
+                tx.commit().await.map_err(|e| e.to_string())?;
+                outcomes.push(if stored { Outcome::Stored } else { Outcome::Duplicate });
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, message_id = %e.message_id, "the database refused a message");
+                outcomes.push(Outcome::Refused);
+            }
+        }
+    }
+    for r in &job.rejections {
+        if let Ok(mut tx) = store.begin().await {
+            if insert_rejection(&mut tx, r).await.is_ok() {
+                let _ = tx.commit().await;
+            }
+        }
+    }
+    if !reachable && !job.events.is_empty() {
+        return Err("no database connection".into());
+    }
+    Ok(outcomes)
+}

@@ -1,0 +1,179 @@
+//! The event log: appended by the ingest writer in groups, read back newest first.
+
+use super::{get, Result, Store};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
+
+/// An accepted, enriched message on its way into the log.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub source_id: String,
+    pub message_id: String,
+    pub kind: &'static str,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    pub received_at: i64,
+    pub payload: String,
+}
+
+/// A message that was refused, kept so people can see why.
+#[derive(Debug, Clone)]
+pub struct NewRejection {
+    pub source_id: String,
+    pub message_id: Option<String>,
+    pub kind: Option<String>,
+    pub reason: String,
+    pub received_at: i64,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EventOut {
+    pub id: String,
+    #[serde(rename = "messageId")]
+    pub message_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source_id: String,
+    #[serde(rename = "userId")]
+    pub user_id: Option<String>,
+    #[serde(rename = "anonymousId")]
+    pub anonymous_id: Option<String>,
+    /// Milliseconds since the epoch.
+    pub received_at: i64,
+    /// The message as stored: what the SDK sent plus the enrichment.
+    pub payload: Value,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RejectionOut {
+    pub id: String,
+    #[serde(rename = "messageId")]
+    pub message_id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub reason: String,
+    pub received_at: i64,
+    pub payload: Value,
+}
+
+/// Inserts one event unless (source, messageId) was seen within the dedupe window.
+/// Returns whether it was stored.
+pub async fn insert_event(conn: &mut AnyConnection, e: &NewEvent, dedupe_cutoff: i64) -> Result<bool> {
+    let fresh = sqlx::query(
+        "INSERT INTO event_dedupe (source_id, message_id, received_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (source_id, message_id) DO UPDATE SET received_at = excluded.received_at \
+         WHERE event_dedupe.received_at < $4",
+    )
+    .bind(&e.source_id)
+    .bind(&e.message_id)
+    .bind(e.received_at)
+    .bind(dedupe_cutoff)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        > 0;
+    if fresh {
+        sqlx::query(
+            "INSERT INTO events (source_id, message_id, type, user_id, anonymous_id, received_at, payload) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&e.source_id)
+        .bind(&e.message_id)
+        .bind(e.kind)
+        .bind(&e.user_id)
+        .bind(&e.anonymous_id)
+        .bind(e.received_at)
+        .bind(&e.payload)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(fresh)
+}
+
+pub async fn insert_rejection(conn: &mut AnyConnection, r: &NewRejection) -> Result<()> {
+    sqlx::query("INSERT INTO rejections (source_id, message_id, type, reason, received_at, payload) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(&r.source_id)
+        .bind(&r.message_id)
+        .bind(&r.kind)
+        .bind(&r.reason)
+        .bind(r.received_at)
+        .bind(&r.payload)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+fn parse_cursor(before: Option<&str>) -> Option<i64> {
+    before.and_then(|b| b.trim_start_matches("evt_").trim_start_matches("rej_").parse().ok())
+}
+
+fn event_from_row(row: &AnyRow) -> Result<EventOut> {
+    let seq: i64 = get(row, "seq")?;
+    let payload: String = get(row, "payload")?;
+    Ok(EventOut {
+        id: format!("evt_{seq}"),
+        message_id: get(row, "message_id")?,
+        kind: get(row, "type")?,
+        source_id: get(row, "source_id")?,
+        user_id: get(row, "user_id")?,
+        anonymous_id: get(row, "anonymous_id")?,
+        received_at: get(row, "received_at")?,
+        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+    })
+}
+
+fn rejection_from_row(row: &AnyRow) -> Result<RejectionOut> {
+    let seq: i64 = get(row, "seq")?;
+    let payload: String = get(row, "payload")?;
+    Ok(RejectionOut {
+        id: format!("rej_{seq}"),
+        message_id: get(row, "message_id")?,
+        kind: get(row, "type")?,
+        reason: get(row, "reason")?,
+        received_at: get(row, "received_at")?,
+        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+    })
+}
+
+impl Store {
+    /// A source's events, newest first.
+    pub async fn events_page(&self, source_id: &str, limit: usize, before: Option<&str>) -> Result<(Vec<EventOut>, Option<String>)> {
+        let rows = sqlx::query("SELECT * FROM events WHERE source_id = $1 AND ($2 IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3")
+            .bind(source_id)
+            .bind(parse_cursor(before))
+            .bind(limit as i64 + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows.iter().map(event_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(super::page(items, limit, |e| e.id.clone()))
+    }
+
+    /// A source's rejected messages, newest first.
+    pub async fn rejections_page(&self, source_id: &str, limit: usize, before: Option<&str>) -> Result<(Vec<RejectionOut>, Option<String>)> {
+        let rows = sqlx::query("SELECT * FROM rejections WHERE source_id = $1 AND ($2 IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3")
+            .bind(source_id)
+            .bind(parse_cursor(before))
+            .bind(limit as i64 + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows.iter().map(rejection_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(super::page(items, limit, |e| e.id.clone()))
+    }
+
+    /// How many events the log holds for a source (tests and the overview).
+    pub async fn event_count(&self, source_id: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE source_id = $1").bind(source_id).fetch_one(&self.pool).await?)
+    }
+
+    /// Deletes events and rejections received before `cutoff` and dedupe entries older than
+    /// `dedupe_cutoff`; returns the number of events deleted.
+    pub async fn prune_events(&self, cutoff: i64, dedupe_cutoff: i64) -> Result<u64> {
+        let n = sqlx::query("DELETE FROM events WHERE received_at < $1").bind(cutoff).execute(&self.pool).await?.rows_affected();
+        sqlx::query("DELETE FROM rejections WHERE received_at < $1").bind(cutoff).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM event_dedupe WHERE received_at < $1").bind(dedupe_cutoff).execute(&self.pool).await?;
+        Ok(n)
+    }
+}

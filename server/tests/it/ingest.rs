@@ -1,0 +1,322 @@
+//! The Segment-compatible tracking API against the real binary, on SQLite and PostgreSQL.
+
+use crate::both;
+use crate::harness::{Db, TestEnv, TestServer};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::time::Duration;
+
+const KEY: &str = "wk_web_example";
+
+fn basic(key: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{key}:")))
+}
+
+/// A server with source `web` (write key `wk_web_example`) from a workspace file, and an admin token.
+async fn with_source(env: &TestEnv, extra_env: &[(&str, &str)]) -> (TestServer, String, String) {
+    let file = env.dir.path().join("ws.toml");
+    std::fs::write(&file, format!("[[sources]]\nname = \"web\"\ntype = \"web\"\nwrite_key = \"{KEY}\"\n")).unwrap();
+    let token = env.token("admin", "admin");
+    let mut cmd = env.cli();
+    cmd.env("SWITCHYARD_LOG", "info").args(["serve", "--listen", "127.0.0.1:0", "--workspace", file.to_str().unwrap()]);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let server = TestServer::spawn(cmd);
+    let sources: Value = server.client().get(server.at("/api/sources")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let id = sources["items"][0]["id"].as_str().unwrap().to_string();
+    (server, token, id)
+}
+
+async fn events(server: &TestServer, token: &str, source: &str) -> Vec<Value> {
+    let page: Value = server.client().get(server.at(&format!("/api/sources/{source}/events?limit=1000"))).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    page["items"].as_array().unwrap().clone()
+}
+
+async fn accepts_what_sdks_send_and_refuses_bad_input(db: Db) {
+    let env = crate::env_or_skip!(db);
+    let (server, token, source) = with_source(&env, &[]).await;
+    let c = server.client();
+    let post = |path: &str| c.post(server.at(path));
+
+    // Basic auth, text/plain, clock skew: the client is an hour behind and sent 2 s after the event.
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let client_time = now - time::Duration::hours(1);
+    let res = post("/v1/track")
+        .header("Authorization", basic(KEY))
+        .header("Content-Type", "text/plain")
+        .body(json!({"userId": "u1", "event": "Order Completed", "messageId": "m-1", "properties": {"total": 42},
+                     "timestamp": fmt(client_time), "sentAt": fmt(client_time + time::Duration::seconds(2))}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"success": true}));
+
+    // writeKey in the body; analytics.js's short route; a null field counts as absent.
+    let res = post("/v1/p").json(&json!({"writeKey": KEY, "anonymousId": "a1", "userId": null, "name": "Home", "messageId": "m-2"})).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    // gzip.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(json!({"userId": "u1", "traits": {"plan": "pro"}, "messageId": "m-3"}).to_string().as_bytes()).unwrap();
+    let res = post("/v1/identify").header("Authorization", basic(KEY)).header("Content-Encoding", "gzip").body(gz.finish().unwrap()).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    // A duplicate messageId is acknowledged and stored once.
+    let res = post("/v1/track").header("Authorization", basic(KEY)).json(&json!({"userId": "u1", "event": "Order Completed", "messageId": "m-1"})).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    let stored = events(&server, &token, &source).await;
+    assert_eq!(stored.len(), 3, "{stored:#?}");
+    let track = stored.iter().find(|e| e["messageId"] == "m-1").unwrap();
+    assert_eq!(track["type"], "track");
+    let p = &track["payload"];
+    assert_eq!(p["event"], "Order Completed");
+    assert_eq!(p["properties"]["total"], 42);
+    assert_eq!(p["context"]["ip"], "127.0.0.1");
+    assert!(p.get("writeKey").is_none());
+    let parse = |v: &Value| time::OffsetDateTime::parse(v.as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+    let corrected = parse(&p["timestamp"]);
+    let received = parse(&p["receivedAt"]);
+    let skew = (received - corrected).whole_milliseconds();
+    assert!((1900..=2100).contains(&skew), "timestamp is receivedAt minus 2 s, was {skew} ms");
+    assert!((parse(&p["originalTimestamp"]) - client_time).whole_milliseconds().abs() < 1, "the client's time is kept");
+    let page = stored.iter().find(|e| e["messageId"] == "m-2").unwrap();
+    assert_eq!(page["type"], "page");
+    assert!(page["payload"].get("userId").is_none());
+    assert_eq!(stored.iter().find(|e| e["messageId"] == "m-3").unwrap()["payload"]["traits"]["plan"], "pro");
+
+    // Refusals, in the Tracking API's error shape.
+    let res = post("/v1/track").header("Authorization", basic("wk_nope")).json(&json!({"userId": "u", "event": "x"})).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_write_key");
+    assert!(body["message"].is_string());
+    let res = post("/v1/track").json(&json!({"userId": "u", "event": "x"})).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let big = "x".repeat(40 * 1024);
+    let res = post("/v1/track").header("Authorization", basic(KEY)).json(&json!({"userId": "u", "event": "x", "properties": {"big": big}})).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("limit of 32768 bytes per message"), "{body}");
+    let res = post("/v1/track").header("Authorization", basic(KEY)).body("{\"userId\": \"u\",").send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("line 1 column"), "{body}");
+    let res = post("/v1/track").header("Authorization", basic(KEY)).json(&json!({"userId": "u", "event": null})).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["message"], "event is required for track");
+    let huge = "y".repeat(600 * 1024);
+    let res = post("/v1/batch").header("Authorization", basic(KEY)).json(&json!({"batch": [], "pad": huge})).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("bytes per request"));
+
+    // A batch with some invalid messages: the valid ones are stored, each refusal is listed.
+    let res = post("/v1/batch")
+        .header("Authorization", basic(KEY))
+        .json(&json!({"batch": [
+            {"type": "track", "userId": "u2", "event": "Signed Up", "messageId": "b-1"},
+            {"type": "track", "userId": "u2", "messageId": "b-2"},
+            {"type": "group", "userId": "u2", "groupId": "g1", "messageId": "b-3"},
+            {"type": "launch", "userId": "u2", "messageId": "b-4"},
+            {"type": "alias", "userId": "u2", "previousId": "a1", "messageId": "b-5"},
+            {"type": "screen", "anonymousId": "a2", "name": "Home", "messageId": "b-6"}
+        ], "context": {"library": {"name": "test"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let rejected = body["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2, "{body}");
+    assert_eq!(rejected[0]["index"], 1);
+    assert_eq!(rejected[0]["messageId"], "b-2");
+    assert_eq!(rejected[0]["reason"], "event is required for track");
+    assert_eq!(rejected[1]["index"], 3);
+    let stored = events(&server, &token, &source).await;
+    assert_eq!(stored.len(), 7);
+    let screen = stored.iter().find(|e| e["messageId"] == "b-6").unwrap();
+    assert_eq!(screen["payload"]["context"]["library"]["name"], "test", "batch-level context is merged");
+    let rej: Value = c.get(server.at(&format!("/api/sources/{source}/rejections"))).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let reasons: Vec<&str> = rej["items"].as_array().unwrap().iter().map(|r| r["reason"].as_str().unwrap()).collect();
+    assert!(reasons.contains(&"event is required for track"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("\"launch\"")), "{reasons:?}");
+
+    // Browsers: preflight and CORS headers.
+    let res = c
+        .request(reqwest::Method::OPTIONS, server.at("/v1/batch"))
+        .header("Origin", "https://shop.example.com")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "content-type,authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(res.headers()["access-control-allow-origin"], "https://shop.example.com");
+    assert_eq!(res.headers()["access-control-allow-headers"], "content-type,authorization");
+
+    // Metrics count by source and type.
+    let metrics = c.get(server.at("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(&format!("ingest_accepted_total{{source=\"{source}\",type=\"track\"}}")), "{metrics}");
+    assert!(metrics.contains("ingest_rejected_total"), "{metrics}");
+    assert!(metrics.contains("ingest_ack_seconds"), "{metrics}");
+}
+both!(accepts_what_sdks_send_and_refuses_bad_input);
+
+async fn acknowledged_events_survive_kill_9(db: Db) {
+    let env = crate::env_or_skip!(db);
+    let (mut server, token, source) = with_source(&env, &[]).await;
+    let url = server.at("/v1/batch");
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let (url, acked) = (url.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            for i in 0.. {
+                let ids: Vec<String> = (0..10).map(|j| format!("w{worker}-{i}-{j}")).collect();
+                let batch: Vec<Value> = ids.iter().map(|id| json!({"type": "track", "userId": "u", "event": "Burst", "messageId": id})).collect();
+                match c.post(&url).header("Authorization", basic(KEY)).json(&json!({"batch": batch})).send().await {
+                    Ok(res) if res.status() == 200 => acked.lock().unwrap().extend(ids),
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.child.kill().unwrap(); // SIGKILL
+    let _ = server.child.wait();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    eprintln!("{db:?}: {} events acknowledged before kill -9", acked.len());
+    assert!(acked.len() >= 50, "the burst got going: {} acknowledged", acked.len());
+    drop(server);
+    let server = env.start().await;
+    let mut stored = std::collections::HashSet::new();
+    let mut url = server.at(&format!("/api/sources/{source}/events?limit=1000"));
+    loop {
+        let page: Value = server.client().get(&url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        stored.extend(page["items"].as_array().unwrap().iter().map(|e| e["messageId"].as_str().unwrap().to_string()));
+        match page["next"].as_str() {
+            Some(n) => url = server.at(&format!("/api/sources/{source}/events?limit=1000&before={n}")),
+            None => break,
+        }
+    }
+    let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(lost.is_empty(), "{} of {} acknowledged events lost, e.g. {:?}", lost.len(), acked.len(), &lost[..lost.len().min(5)]);
+}
+both!(acknowledged_events_survive_kill_9);
+
+#[tokio::test]
+async fn write_keys_rotate_revoke_and_sources_are_managed() {
+    let env = crate::env_or_skip!(Db::Sqlite);
+    let token = env.token("ed", "editor");
+    let viewer = env.token("v", "viewer");
+    let server = env.start().await;
+    let c = server.client();
+    let res = c.post(server.at("/api/sources")).bearer_auth(&viewer).json(&json!({"name": "app"})).send().await.unwrap();
+    assert_eq!(res.status(), 403, "viewers read only");
+    let res = c.post(server.at("/api/sources")).bearer_auth(&token).json(&json!({"name": "bad name", "allowed_origins": ["shop"]})).send().await.unwrap();
+    assert_eq!(res.status(), 422);
+    let fields: Vec<String> = res.json::<Value>().await.unwrap()["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap().to_string()).collect();
+    assert_eq!(fields, ["name", "allowed_origins[0]"]);
+    let res = c.post(server.at("/api/sources")).bearer_auth(&token).json(&json!({"name": "app", "type": "mobile"})).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let src: Value = res.json().await.unwrap();
+    let id = src["id"].as_str().unwrap().to_string();
+    let old_key = src["write_key"].as_str().unwrap().to_string();
+    assert_eq!(src["type"], "mobile");
+    let send = |key: String| {
+        let c = c.clone();
+        let url = server.at("/v1/track");
+        async move { c.post(url).header("Authorization", basic(&key)).json(&json!({"userId": "u", "event": "e"})).send().await.unwrap().status() }
+    };
+    assert_eq!(send(old_key.clone()).await, 200);
+
+    // Rotation with an overlap: both keys work; with no overlap the old one stops at once.
+    let rotated: Value = c.post(server.at(&format!("/api/sources/{id}/write-keys"))).bearer_auth(&token).json(&json!({"overlap_seconds": 3600})).send().await.unwrap().json().await.unwrap();
+    let keys = rotated["write_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    let new_key = rotated["write_key"].as_str().unwrap().to_string();
+    assert_ne!(new_key, old_key);
+    assert_eq!(send(old_key.clone()).await, 200);
+    assert_eq!(send(new_key.clone()).await, 200);
+    let rotated: Value = c.post(server.at(&format!("/api/sources/{id}/write-keys"))).bearer_auth(&token).json(&json!({"overlap_seconds": 0})).send().await.unwrap().json().await.unwrap();
+    let newest = rotated["write_key"].as_str().unwrap().to_string();
+    assert_eq!(send(old_key.clone()).await, 401);
+    assert_eq!(send(new_key.clone()).await, 401);
+    assert_eq!(send(newest.clone()).await, 200);
+    let key_id = rotated["write_keys"][0]["id"].as_str().unwrap();
+    assert_eq!(c.delete(server.at(&format!("/api/sources/{id}/write-keys/{key_id}"))).bearer_auth(&token).send().await.unwrap().status(), 204);
+    assert_eq!(send(newest.clone()).await, 401, "revoked");
+
+    // Rename, origins, rate limit; snippets carry the URL and key.
+    let res = c.post(server.at(&format!("/api/sources/{id}/write-keys"))).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let key = res.json::<Value>().await.unwrap()["write_key"].as_str().unwrap().to_string();
+    let patched: Value = c
+        .patch(server.at(&format!("/api/sources/{id}")))
+        .bearer_auth(&token)
+        .json(&json!({"name": "mobile-app", "allowed_origins": ["https://shop.example.com"], "rate_limit": 5}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(patched["name"], "mobile-app");
+    let from = |origin: &'static str| {
+        let c = c.clone();
+        let url = server.at("/v1/track");
+        let key = key.clone();
+        async move { c.post(url).header("Authorization", basic(&key)).header("Origin", origin).json(&json!({"userId": "u", "event": "e"})).send().await.unwrap().status() }
+    };
+    assert_eq!(from("https://evil.example.com").await, 403);
+    assert_eq!(from("https://shop.example.com").await, 200);
+    let batch: Vec<Value> = (0..10).map(|_| json!({"type": "track", "userId": "u", "event": "e"})).collect();
+    let res = c.post(server.at("/v1/batch")).header("Authorization", basic(&key)).json(&json!({"batch": batch})).send().await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    let snippets: Value = c.get(server.at(&format!("/api/sources/{id}/snippets"))).bearer_auth(&viewer).send().await.unwrap().json().await.unwrap();
+    for s in ["analytics_js", "analytics_node", "rudder_python", "rudder_js"] {
+        let text = snippets[s].as_str().unwrap();
+        assert!(text.contains(&key) && text.contains(&server.url), "{s}: {text}");
+    }
+    assert_eq!(c.delete(server.at(&format!("/api/sources/{id}"))).bearer_auth(&token).send().await.unwrap().status(), 204);
+    assert_eq!(c.get(server.at(&format!("/api/sources/{id}"))).bearer_auth(&token).send().await.unwrap().status(), 404);
+    assert_eq!(from("https://shop.example.com").await, 401, "a deleted source's keys stop working");
+}
+
+#[tokio::test]
+async fn limits_are_configurable_and_the_live_feed_streams() {
+    let env = crate::env_or_skip!(Db::Sqlite);
+    let (mut server, token, source) = with_source(&env, &[("SWITCHYARD_MAX_BATCH_MESSAGES", "3")]).await;
+    let c = server.client();
+    let batch: Vec<Value> = (0..4).map(|i| json!({"type": "track", "userId": "u", "event": "e", "messageId": format!("l{i}")})).collect();
+    let res = c.post(server.at("/v1/batch")).header("Authorization", basic(KEY)).json(&json!({"batch": batch})).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("limit is 3 messages per batch"));
+
+    let mut live = c.get(server.at(&format!("/api/sources/{source}/live"))).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    assert_eq!(live.headers()["content-type"], "text/event-stream");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let res = c.post(server.at("/v1/track")).header("Authorization", basic(KEY)).json(&json!({"userId": "u", "event": "Live One", "messageId": "live-1"})).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let res = c.post(server.at("/v1/track")).header("Authorization", basic(KEY)).json(&json!({"userId": "u", "messageId": "live-2"})).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    let mut text = String::new();
+    while !(text.contains("live-1") && text.contains("live-2")) {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), live.chunk()).await.expect("live events arrive").unwrap().unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains("event: accepted") && text.contains("event: rejected"), "{text}");
+    assert!(text.contains("Live One"), "{text}");
+    // An open stream does not hold up a graceful shutdown.
+    let status = server.terminate(Duration::from_secs(10)).expect("stops with a live stream open");
+    assert!(status.success());
+}
