@@ -41,6 +41,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/setup") view=Setup/>
                 <Route path=path!("/") view=|| view! { <Layout title="Overview"><Overview/></Layout> }/>
                 <Route path=path!("/sources") view=|| view! { <Layout title="Sources"><Sources/></Layout> }/>
+                <Route path=path!("/sources/:id") view=|| view! { <Layout title="Source"><SourceDetail/></Layout> }/>
                 <Route path=path!("/destinations") view=|| view! { <Layout title="Destinations"><Destinations/></Layout> }/>
                 <Route path=path!("/catalog") view=|| view! { <Layout title="Catalog"><Catalog/></Layout> }/>
                 <Route path=path!("/debugger") view=|| view! { <Layout title="Debugger"><Debugger/></Layout> }/>

@@ -1,5 +1,6 @@
 //! `cargo xtask build | serve | dev | test`: everything the project needs, with cargo alone.
 
+mod bench;
 mod site;
 mod test;
 
@@ -14,6 +15,7 @@ commands:
   serve [ARGS…]       release build, then `switchyard serve` on SQLite under ./data (ARGS are passed on)
   dev [ARGS…]         debug build, then `switchyard serve`
   test [FILTER]       unit and integration tests on SQLite and PostgreSQL, then end2end in Chromium
+  bench ingest        ingest throughput and latency on SQLite and PostgreSQL, and the bare-handler ceiling
 ";
 
 fn main() -> ExitCode {
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
         Some("serve") => run_server(Profile::Release, &args[1..]),
         Some("dev") => run_server(Profile::Debug, &args[1..]),
         Some("test") => test::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

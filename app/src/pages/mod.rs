@@ -10,4 +10,4 @@ pub use auth::{Login, Setup};
 pub use layout::{Layout, NotFound};
 pub use overview::{Catalog, Debugger, Destinations, Overview, Runs};
 pub use settings::Settings;
-pub use sources::Sources;
+pub use sources::{SourceDetail, Sources};
