@@ -31,6 +31,22 @@ pub enum Command {
     /// Sources and destinations as code.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
+    /// Privacy requests.
+    #[command(subcommand)]
+    Privacy(PrivacyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrivacyCommand {
+    /// Delete every stored event and rejected message of a user; --suppress drops their future events.
+    Delete {
+        #[arg(long)]
+        user_id: Option<String>,
+        #[arg(long)]
+        anonymous_id: Option<String>,
+        #[arg(long)]
+        suppress: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +191,20 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let store = open(&config).await?;
             let report = crate::workspace::apply(&store, &Actor::Cli, &ws, &resolved).await?;
             eprintln!("{report}");
+            Ok(())
+        }
+        Command::Privacy(PrivacyCommand::Delete { user_id, anonymous_id, suppress }) => {
+            if user_id.is_none() && anonymous_id.is_none() {
+                return Err(Usage("privacy delete: give --user-id, --anonymous-id or both".into()).into());
+            }
+            let store = open(&config).await?;
+            let out = store.delete_user_data(&Actor::Cli, user_id.as_deref(), anonymous_id.as_deref(), suppress).await?;
+            eprintln!(
+                "deleted {} events and {} rejected messages{}",
+                out.events_deleted,
+                out.rejections_deleted,
+                if suppress { "; further events from this user are dropped (servers pick this up within seconds)" } else { "" }
+            );
             Ok(())
         }
         Command::Workspace(WorkspaceCommand::Export) => {

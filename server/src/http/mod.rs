@@ -6,6 +6,7 @@ pub mod auth;
 mod limiter;
 mod ops;
 mod pages;
+mod privacy;
 pub mod problem;
 mod sources;
 pub use sources::SnippetsOut;
@@ -124,6 +125,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(tokens::router())
         .merge(sources::router())
         .merge(audit::router())
+        .merge(privacy::router())
         .split_for_parts()
 }
 

@@ -7,6 +7,7 @@ mod enrich;
 mod keys;
 pub mod live;
 mod routes;
+pub mod suppress;
 pub mod writer;
 
 pub use keys::KeyCache;
@@ -33,12 +34,13 @@ pub struct Ingest {
     pub limits: Limits,
     pub live: live::LiveFeed,
     pub trusted_proxies: Vec<IpAddr>,
+    pub suppressions: suppress::Suppressions,
     limiters: Mutex<HashMap<String, (i64, Arc<DefaultDirectRateLimiter>)>>,
 }
 
 impl Ingest {
     pub fn new(writer: writer::EventWriter, keys: KeyCache, limits: Limits, trusted_proxies: Vec<IpAddr>) -> Self {
-        Ingest { writer, keys, limits, live: live::LiveFeed::new(), trusted_proxies, limiters: Mutex::new(HashMap::new()) }
+        Ingest { writer, keys, limits, live: live::LiveFeed::new(), trusted_proxies, suppressions: suppress::Suppressions::new(std::time::Duration::from_secs(2)), limiters: Mutex::new(HashMap::new()) }
     }
 
     /// `Err(seconds)` when `n` more events would pass the source's rate limit.

@@ -260,6 +260,16 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
             }
         }
     }
+    // Suppressed users' events are acknowledged and dropped.
+    let ids: Vec<(Option<String>, Option<String>)> = events.iter().map(|e| (e.user_id.clone(), e.anonymous_id.clone())).collect();
+    let suppressed = ingest.suppressions.check(&state.store, &ids).await;
+    if suppressed.iter().any(|s| *s) {
+        let mut keep = suppressed.iter().map(|s| !s);
+        events.retain(|_| keep.next().unwrap_or(true));
+        let mut keep = suppressed.iter().map(|s| !s);
+        event_index.retain(|_| keep.next().unwrap_or(true));
+        metrics::counter!("ingest_suppressed_total", "source" => owner.source_id.clone()).increment(suppressed.iter().filter(|s| **s).count() as u64);
+    }
     let single_reason = (route.is_some() && !rejected.is_empty()).then(|| rejected[0]["reason"].as_str().unwrap_or("").to_string());
     let kinds: Vec<&'static str> = events.iter().map(|e| e.kind).collect();
     let outcomes = match ingest.writer.write(events, rejections).await {

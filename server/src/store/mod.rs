@@ -5,6 +5,7 @@
 mod audit;
 mod destinations;
 pub mod events;
+pub mod privacy;
 mod migrate;
 pub mod sessions;
 mod sources;

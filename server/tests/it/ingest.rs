@@ -320,3 +320,79 @@ async fn limits_are_configurable_and_the_live_feed_streams() {
     let status = server.terminate(Duration::from_secs(10)).expect("stops with a live stream open");
     assert!(status.success());
 }
+
+async fn privacy_deletes_and_suppresses_a_user(db: Db) {
+    let env = crate::env_or_skip!(db);
+    let (server, token, source) = with_source(&env, &[]).await;
+    let c = server.client();
+    let send = |user: &str, id: &str| {
+        let body = json!({"userId": user, "anonymousId": format!("anon-{user}"), "event": "Viewed", "messageId": id});
+        c.post(server.at("/v1/track")).header("Authorization", basic(KEY)).json(&body).send()
+    };
+    for (user, id) in [("alice", "p-1"), ("alice", "p-2"), ("bob", "p-3")] {
+        assert_eq!(send(user, id).await.unwrap().status(), 200);
+    }
+    let res = c.post(server.at("/v1/track")).header("Authorization", basic(KEY)).json(&json!({"anonymousId": "anon-alice", "messageId": "p-bad"})).send().await.unwrap();
+    assert_eq!(res.status(), 400, "a rejected message of alice's is kept too");
+
+    let viewer = env.token("v", "viewer");
+    let res = c.post(server.at("/api/privacy/deletions")).bearer_auth(&viewer).json(&json!({"userId": "alice"})).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    let res = c.post(server.at("/api/privacy/deletions")).bearer_auth(&token).json(&json!({})).send().await.unwrap();
+    assert_eq!(res.status(), 422);
+    let res = c
+        .post(server.at("/api/privacy/deletions"))
+        .bearer_auth(&token)
+        .json(&json!({"userId": "alice", "anonymousId": "anon-alice", "suppress": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let out: Value = res.json().await.unwrap();
+    assert_eq!(out["events_deleted"], 2, "{out}");
+    assert_eq!(out["rejections_deleted"], 1, "{out}");
+    let left: Vec<String> = events(&server, &token, &source).await.iter().map(|e| e["messageId"].as_str().unwrap().to_string()).collect();
+    assert_eq!(left, ["p-3"]);
+
+    // Suppressed: acknowledged, not stored. Bob is unaffected.
+    assert_eq!(send("alice", "p-4").await.unwrap().status(), 200);
+    assert_eq!(send("bob", "p-5").await.unwrap().status(), 200);
+    let left: Vec<String> = events(&server, &token, &source).await.iter().map(|e| e["messageId"].as_str().unwrap().to_string()).collect();
+    assert_eq!(left, ["p-5", "p-3"]);
+
+    // The CLI does the same, audited; lifting the suppression lets events in again.
+    let out = env.run(&["privacy", "delete", "--user-id", "bob"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deleted 2 events"));
+    let sups: Value = c.get(server.at("/api/privacy/suppressions")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let sid = sups["items"][0]["id"].as_str().unwrap();
+    assert_eq!(c.delete(server.at(&format!("/api/privacy/suppressions/{sid}"))).bearer_auth(&token).send().await.unwrap().status(), 204);
+    assert_eq!(send("alice", "p-6").await.unwrap().status(), 200);
+    let left: Vec<String> = events(&server, &token, &source).await.iter().map(|e| e["messageId"].as_str().unwrap().to_string()).collect();
+    assert_eq!(left, ["p-6"]);
+    let audit: Value = c.get(server.at("/api/audit")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let actions: Vec<String> = audit["items"].as_array().unwrap().iter().map(|e| format!("{} {}", e["actor"].as_str().unwrap(), e["action"].as_str().unwrap())).collect();
+    assert!(actions.contains(&"token:admin privacy.delete".to_string()) && actions.contains(&"cli privacy.delete".to_string()), "{actions:?}");
+    assert!(!audit.to_string().contains("alice"), "the audit log does not repeat the deleted ids");
+}
+both!(privacy_deletes_and_suppresses_a_user);
+
+#[tokio::test]
+async fn a_message_with_odd_characters_does_not_fail_its_batch() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let env = crate::env_or_skip!(db);
+        let (server, token, source) = with_source(&env, &[]).await;
+        let batch = json!({"batch": [
+            {"type": "track", "userId": "u", "event": "ok-1", "messageId": "n-1"},
+            {"type": "track", "userId": "u", "event": "nul", "messageId": "n-2", "properties": {"s": "a\u{0}b"}},
+            {"type": "track", "userId": "u\u{0}", "event": "bad id", "messageId": "n-3"},
+            {"type": "track", "userId": "u", "event": "ok-2", "messageId": "n-4"}
+        ]});
+        let res = server.client().post(server.at("/v1/batch")).header("Authorization", basic(KEY)).json(&batch).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["rejected"].as_array().map(Vec::len), Some(1), "{db:?}: {body}");
+        let ids: Vec<String> = events(&server, &token, &source).await.iter().map(|e| e["messageId"].as_str().unwrap().to_string()).collect();
+        assert_eq!(ids, ["n-4", "n-2", "n-1"], "{db:?}");
+    }
+}

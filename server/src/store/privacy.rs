@@ -1,0 +1,111 @@
+//! Privacy: delete what is stored about a user, and suppress their further events.
+
+use super::audit::{record, Actor};
+use super::{get, new_id, now_ms, Result, Store, StoreError};
+use serde::Serialize;
+use serde_json::json;
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SuppressionOut {
+    pub id: String,
+    #[serde(rename = "userId")]
+    pub user_id: Option<String>,
+    #[serde(rename = "anonymousId")]
+    pub anonymous_id: Option<String>,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct DeletionOut {
+    /// Events removed from the event log.
+    pub events_deleted: u64,
+    /// Rejected messages removed.
+    pub rejections_deleted: u64,
+    /// The suppression created, when asked for.
+    pub suppression: Option<SuppressionOut>,
+}
+
+/// The JSON text of a string value as it appears in a stored payload (`"userId":"…"`).
+fn json_field(key: &str, value: &str) -> String {
+    format!("%\"{key}\":{}%", serde_json::Value::String(value.to_string()))
+}
+
+impl Store {
+    /// Deletes every stored event and rejected message of this user (by userId and/or
+    /// anonymousId), optionally suppressing their future events; audited.
+    pub async fn delete_user_data(&self, actor: &Actor, user_id: Option<&str>, anonymous_id: Option<&str>, suppress: bool) -> Result<DeletionOut> {
+        let mut tx = self.begin().await?;
+        let mut out = DeletionOut::default();
+        for (column, key, value) in [("user_id", "userId", user_id), ("anonymous_id", "anonymousId", anonymous_id)] {
+            let Some(value) = value else { continue };
+            out.events_deleted += sqlx::query(&format!("DELETE FROM events WHERE {column} = $1"))
+                .bind(value)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            out.rejections_deleted += sqlx::query("DELETE FROM rejections WHERE payload LIKE $1")
+                .bind(json_field(key, value))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        if suppress {
+            let s = SuppressionOut {
+                id: new_id("sup"),
+                user_id: user_id.map(str::to_string),
+                anonymous_id: anonymous_id.map(str::to_string),
+                created_by: actor.label(),
+                created_at: now_ms(),
+            };
+            sqlx::query("INSERT INTO suppressions (id, user_id, anonymous_id, created_by, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(&s.id)
+                .bind(&s.user_id)
+                .bind(&s.anonymous_id)
+                .bind(&s.created_by)
+                .bind(s.created_at)
+                .execute(&mut *tx)
+                .await?;
+            out.suppression = Some(s);
+        }
+        // The audit entry says that data was deleted, not whose: it names the ids only by hash.
+        let hash = |v: Option<&str>| v.map(crate::store::tokens_hash).map(|h| h[..16].to_string());
+        record(
+            &mut tx,
+            actor,
+            "privacy.delete",
+            None,
+            json!({"userId_sha256": hash(user_id), "anonymousId_sha256": hash(anonymous_id), "suppress": suppress,
+                   "events_deleted": out.events_deleted, "rejections_deleted": out.rejections_deleted}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn suppressions(&self) -> Result<Vec<SuppressionOut>> {
+        let rows = sqlx::query("SELECT * FROM suppressions ORDER BY id DESC").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SuppressionOut {
+                    id: get(r, "id")?,
+                    user_id: get(r, "user_id")?,
+                    anonymous_id: get(r, "anonymous_id")?,
+                    created_by: get(r, "created_by")?,
+                    created_at: get(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn delete_suppression(&self, actor: &Actor, id: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("DELETE FROM suppressions WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        record(&mut tx, actor, "privacy.unsuppress", Some(id), json!({})).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
