@@ -82,3 +82,40 @@ export async function signIn(page, url, email, password = PASSWORD) {
   await page.getByLabel('Password').fill(password);
   await page.getByRole('button', { name: 'Sign in' }).click();
 }
+
+// An API token and a new source (its id and write key) on a running server.
+export async function sourceWithToken(server, name, type = 'server') {
+  const token = server.cli(['tokens', 'create', `sdk-${name}`, '--role', 'editor']).trim();
+  const res = await fetch(`${server.url}/api/sources`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name, type }),
+  });
+  if (res.status !== 201) throw new Error(`create source: ${res.status} ${await res.text()}`);
+  const source = await res.json();
+  return { token, id: source.id, writeKey: source.write_key };
+}
+
+// Waits until the source has stored at least `count` events, and returns them (oldest first).
+export async function storedEvents(server, src, count, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs;
+  let items = [];
+  while (Date.now() < deadline) {
+    const res = await fetch(`${server.url}/api/sources/${src.id}/events?limit=1000`, { headers: { Authorization: `Bearer ${src.token}` } });
+    items = (await res.json()).items;
+    if (items.length >= count) return items.reverse();
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`expected ${count} events, got ${items.length}: ${JSON.stringify(items.map((e) => e.type))}`);
+}
+
+export async function rejections(server, src) {
+  const res = await fetch(`${server.url}/api/sources/${src.id}/rejections`, { headers: { Authorization: `Bearer ${src.token}` } });
+  return (await res.json()).items;
+}
+
+export function byType(events) {
+  const out = {};
+  for (const e of events) (out[e.type] ??= []).push(e.payload);
+  return out;
+}

@@ -5,15 +5,12 @@ use crate::store::SourceType;
 
 pub fn render(base: &str, key: &str, kind: SourceType) -> SnippetsOut {
     let host = base.split_once("://").map(|(_, h)| h).unwrap_or(base);
-    let protocol = if base.starts_with("https://") { "https" } else { "http" };
     let analytics_js = format!(
         r#"<script type="module">
   // npm install @segment/analytics-next (or serve its standalone build yourself)
   import {{ AnalyticsBrowser }} from '@segment/analytics-next'
-  export const analytics = AnalyticsBrowser.load(
-    {{ writeKey: '{key}', cdnURL: '{base}' }},
-    {{ integrations: {{ 'Segment.io': {{ apiHost: '{host}/v1', protocol: '{protocol}' }} }} }}
-  )
+  // Settings come from {base}/v1/projects/{key}/settings and send events to {host}/v1
+  export const analytics = AnalyticsBrowser.load({{ writeKey: '{key}', cdnURL: '{base}' }})
   analytics.page()
 </script>"#
     );
@@ -36,8 +33,8 @@ rudder_analytics.flush()"#
     );
     let rudder_js = format!(
         r#"<script type="module">
-  // npm install @rudderstack/analytics-js
-  import {{ RudderAnalytics }} from '@rudderstack/analytics-js'
+  // npm install @rudderstack/analytics-js (the bundled build needs nothing from a CDN)
+  import {{ RudderAnalytics }} from '@rudderstack/analytics-js/bundled'
   const analytics = new RudderAnalytics()
   analytics.load('{key}', '{base}', {{ configUrl: '{base}' }})
   analytics.page()

@@ -50,11 +50,13 @@ pub fn run(args: &[String]) -> Result<()> {
         npm.current_dir(&e2e).args(if e2e.join("package-lock.json").exists() { vec!["ci"] } else { vec!["install"] });
         status(&mut npm)?;
     }
+    let python = sdk_python(&e2e)?;
     let mut node = Command::new("node");
     node.current_dir(&e2e)
         .args(["--test", "--test-concurrency=1"])
         .env("SWITCHYARD_BIN", &bin)
-        .env("CHROMIUM", &browser);
+        .env("CHROMIUM", &browser)
+        .env("SDK_PYTHON", &python);
     if let Some(f) = filter.first() {
         node.arg(format!("--test-name-pattern={f}"));
     }
@@ -62,4 +64,20 @@ pub fn run(args: &[String]) -> Result<()> {
     status(&mut node)?;
     eprintln!("xtask: all tests passed in {:.1} min", started.elapsed().as_secs_f64() / 60.0);
     Ok(())
+}
+
+/// A virtualenv in `end2end/.venv` with the Python SDK the tests drive.
+fn sdk_python(e2e: &std::path::Path) -> Result<std::path::PathBuf> {
+    let venv = e2e.join(".venv");
+    let python = venv.join("bin").join("python");
+    let ready = Command::new(&python).args(["-c", "import rudderstack.analytics"]).output().is_ok_and(|o| o.status.success());
+    if !ready {
+        eprintln!("xtask: installing rudder-sdk-python into {}", venv.display());
+        let made = Command::new("python3").arg("-m").arg("venv").arg(&venv).status();
+        if !made.is_ok_and(|s| s.success()) {
+            bail!("cannot create a Python virtualenv; install it with:\n  apt-get install -y python3-venv");
+        }
+        status(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "rudder-sdk-python==2.1.9"]))?;
+    }
+    Ok(python)
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug)]
 pub struct Owner {
     pub source_id: String,
+    pub name: String,
     pub allowed_origins: Arc<Vec<String>>,
     pub rate_limit: Option<i64>,
 }
@@ -33,8 +34,9 @@ impl KeyCache {
                 return Ok(owner.clone());
             }
         }
-        let owner = store.write_key_owner(key).await?.map(|KeyOwner { source_id, allowed_origins, rate_limit }| Owner {
+        let owner = store.write_key_owner(key).await?.map(|KeyOwner { source_id, name, allowed_origins, rate_limit }| Owner {
             source_id,
+            name,
             allowed_origins: Arc::new(allowed_origins),
             rate_limit,
         });

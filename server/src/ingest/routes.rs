@@ -13,7 +13,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use model::event::{drop_nulls, id_text, validate, EventType};
@@ -29,6 +29,10 @@ pub fn router(max_request_bytes: usize) -> Router<AppState> {
         .route("/v1/import", post(batch))
         .route("/v1/b", post(batch))
         .route("/v1/m", post(telemetry))
+        .route("/v1/projects/{key}/settings", get(segment_settings))
+        .route("/sourceConfig", get(rudder_config))
+        .route("/sourceConfig/", get(rudder_config))
+        .route("/beacon/v1/batch", post(batch))
         .route("/v1/{kind}", post(single))
         // Compressed bodies are limited here; decompressed ones in `decode`.
         .layer(DefaultBodyLimit::max(max_request_bytes.max(1 << 20) * 2))
@@ -76,6 +80,58 @@ async fn cors(req: Request, next: Next) -> Response {
 /// analytics.js reports its own health to `/v1/m`; accepted and dropped.
 async fn telemetry() -> StatusCode {
     StatusCode::OK
+}
+
+/// Where browsers reach this server: `public_url`, else the request's Host.
+fn public_base(state: &AppState, headers: &HeaderMap) -> (String, String) {
+    let base = match &state.config.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => format!("http://{}", headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:3000")),
+    };
+    let (scheme, host) = base.split_once("://").unwrap_or(("http", base.as_str()));
+    (scheme.to_string(), host.to_string())
+}
+
+/// analytics.js (Segment's browser SDK) loads this from its `cdnURL` before sending anything:
+/// it points the SDK's `Segment.io` destination at this server and turns off its telemetry.
+async fn segment_settings(State(state): State<AppState>, Path(key): Path<String>, headers: HeaderMap) -> Response {
+    match state.ingest.keys.owner(&state.store, &key).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return fail(StatusCode::NOT_FOUND, "invalid_write_key", "unknown or revoked write key"),
+        Err(_) => return fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "retry later"),
+    }
+    let (protocol, host) = public_base(&state, &headers);
+    Json(json!({
+        "integrations": {"Segment.io": {"apiKey": key, "apiHost": format!("{host}/v1"), "protocol": protocol}},
+        "metrics": {"sampleRate": 0},
+    }))
+    .into_response()
+}
+
+/// The RudderStack browser SDK loads its source configuration from `configUrl` + `/sourceConfig/`
+/// (write key as Basic auth and in the query) before sending events to the data plane URL.
+async fn rudder_config(State(state): State<AppState>, Query(query): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+    let Some(key) = write_key(&headers, &Value::Null, &query) else {
+        return fail(StatusCode::UNAUTHORIZED, "missing_write_key", "send the write key as the Basic auth user name or ?writeKey=");
+    };
+    let owner = match state.ingest.keys.owner(&state.store, &key).await {
+        Ok(Some(o)) => o,
+        Ok(None) => return fail(StatusCode::UNAUTHORIZED, "invalid_write_key", "unknown or revoked write key"),
+        Err(_) => return fail(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "retry later"),
+    };
+    Json(json!({
+        "isHosted": false,
+        "source": {
+            "id": owner.source_id,
+            "name": owner.name,
+            "writeKey": key,
+            "enabled": true,
+            "workspaceId": "switchyard",
+            "config": {},
+            "destinations": []
+        }
+    }))
+    .into_response()
 }
 
 struct Call {
@@ -158,9 +214,12 @@ fn messages(body: Value, route: Option<EventType>, max_batch: usize) -> Result<V
             format!("the batch has {} messages; the limit is {max_batch} messages per batch", items.len()),
         ));
     }
-    // Batch-level context and integrations apply to every message that does not set its own.
-    let shared: Vec<(String, Value)> =
-        ["context", "integrations"].iter().filter_map(|k| obj.get(*k).filter(|v| v.is_object()).map(|v| (k.to_string(), v.clone()))).collect();
+    // Batch-level context, integrations and sentAt apply to every message that does not set its
+    // own (server SDKs send sentAt once per batch; it drives the clock-skew correction).
+    let shared: Vec<(String, Value)> = ["context", "integrations", "sentAt"]
+        .iter()
+        .filter_map(|k| obj.get(*k).filter(|v| v.is_object() || v.is_string()).map(|v| (k.to_string(), v.clone())))
+        .collect();
     Ok(items
         .into_iter()
         .map(|mut item| {

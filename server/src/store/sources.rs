@@ -203,6 +203,7 @@ pub async fn replace_write_key(conn: &mut AnyConnection, actor: &Actor, source: 
 /// The source a live write key belongs to.
 pub struct KeyOwner {
     pub source_id: String,
+    pub name: String,
     pub allowed_origins: Vec<String>,
     pub rate_limit: Option<i64>,
 }
@@ -293,7 +294,7 @@ impl Store {
     /// Who owns a live write key.
     pub async fn write_key_owner(&self, key: &str) -> Result<Option<KeyOwner>> {
         let row = sqlx::query(
-            "SELECT s.id, s.allowed_origins, s.rate_limit FROM write_keys k JOIN sources s ON s.id = k.source_id \
+            "SELECT s.id, s.name, s.allowed_origins, s.rate_limit FROM write_keys k JOIN sources s ON s.id = k.source_id \
              WHERE k.key = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2)",
         )
         .bind(key)
@@ -304,6 +305,7 @@ impl Store {
         let origins: String = get(&row, "allowed_origins")?;
         Ok(Some(KeyOwner {
             source_id: get(&row, "id")?,
+            name: get(&row, "name")?,
             allowed_origins: serde_json::from_str(&origins).unwrap_or_default(),
             rate_limit: get(&row, "rate_limit")?,
         }))

@@ -122,7 +122,7 @@ async fn accepts_what_sdks_send_and_refuses_bad_input(db: Db) {
             {"type": "launch", "userId": "u2", "messageId": "b-4"},
             {"type": "alias", "userId": "u2", "previousId": "a1", "messageId": "b-5"},
             {"type": "screen", "anonymousId": "a2", "name": "Home", "messageId": "b-6"}
-        ], "context": {"library": {"name": "test"}}}))
+        ], "context": {"library": {"name": "test"}}, "sentAt": "2026-01-01T00:00:00.000Z"}))
         .send()
         .await
         .unwrap();
@@ -138,6 +138,7 @@ async fn accepts_what_sdks_send_and_refuses_bad_input(db: Db) {
     assert_eq!(stored.len(), 7);
     let screen = stored.iter().find(|e| e["messageId"] == "b-6").unwrap();
     assert_eq!(screen["payload"]["context"]["library"]["name"], "test", "batch-level context is merged");
+    assert_eq!(screen["payload"]["sentAt"], "2026-01-01T00:00:00.000Z", "batch-level sentAt is merged");
     let rej: Value = c.get(server.at(&format!("/api/sources/{source}/rejections"))).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     let reasons: Vec<&str> = rej["items"].as_array().unwrap().iter().map(|r| r["reason"].as_str().unwrap()).collect();
     assert!(reasons.contains(&"event is required for track"), "{reasons:?}");
