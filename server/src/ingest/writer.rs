@@ -2,7 +2,7 @@
 //! requests' messages in one transaction (group commit). The work runs in its own tasks, so a
 //! client that disconnects cannot cancel a half-done write: a message is stored fully or not at all.
 
-use crate::store::events::{insert_event, insert_rejection, NewEvent, NewRejection};
+use crate::store::events::{insert_event, insert_events, insert_rejection, NewEvent, NewRejection};
 use crate::store::{now_ms, Backend, Store};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -121,7 +121,12 @@ async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>, opts: WriterOpti
         };
         let count = jobs.len() as i64;
         let cutoff = now_ms() - opts.dedupe_window.as_millis() as i64;
-        match commit(&store, &jobs, cutoff).await {
+        let size: usize = jobs.iter().map(|j| j.events.len()).sum();
+        let started = std::time::Instant::now();
+        let committed = commit(&store, &jobs, cutoff).await;
+        metrics::histogram!("ingest_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("ingest_group_events").record(size as f64);
+        match committed {
             Ok(outcomes) => {
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));
@@ -143,20 +148,18 @@ async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>, opts: WriterOpti
 /// One transaction for every message of every job.
 async fn commit(store: &Store, jobs: &[Job], cutoff: i64) -> crate::store::Result<Vec<Vec<Outcome>>> {
     let mut tx = store.begin().await?;
-    let mut all = Vec::with_capacity(jobs.len());
+    let events: Vec<&NewEvent> = jobs.iter().flat_map(|j| j.events.iter()).collect();
+    let mut stored = insert_events(&mut tx, &events, cutoff).await?.into_iter();
     for job in jobs {
-        let mut outcomes = Vec::with_capacity(job.events.len());
-        for e in &job.events {
-            let stored = insert_event(&mut tx, e, cutoff).await?;
-            outcomes.push(if stored { Outcome::Stored } else { Outcome::Duplicate });
-        }
         for r in &job.rejections {
             insert_rejection(&mut tx, r).await?;
         }
-        all.push(outcomes);
     }
     tx.commit().await?;
-    Ok(all)
+    Ok(jobs
+        .iter()
+        .map(|job| job.events.iter().map(|_| if stored.next().unwrap_or(false) { Outcome::Stored } else { Outcome::Duplicate }).collect())
+        .collect())
 }
 
 /// After a failed group: each message in its own transaction, so one the database refuses does

@@ -59,6 +59,95 @@ pub struct RejectionOut {
     pub payload: Value,
 }
 
+/// Rows a multi-row statement carries at most (parameter limits: SQLite 32,766, PostgreSQL 65,535).
+const CHUNK: usize = 512;
+
+/// Splits rows into chunks whose sizes are powers of two (at most `CHUNK`), so that the few
+/// statement shapes are prepared once and reused from the statement cache.
+fn chunks(rows: &[usize]) -> Vec<&[usize]> {
+    let mut out = Vec::new();
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let size = if rest.len() >= CHUNK { CHUNK } else { 1 << (usize::BITS - 1 - rest.len().leading_zeros()) };
+        let (head, tail) = rest.split_at(size);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
+
+/// Inserts many events in a few statements; an event whose (source, messageId) was seen within
+/// the dedupe window, or earlier in `events`, is not stored. Returns, per event, whether it was.
+pub async fn insert_events(conn: &mut AnyConnection, events: &[&NewEvent], dedupe_cutoff: i64) -> Result<Vec<bool>> {
+    use std::collections::HashSet;
+    let mut stored = vec![false; events.len()];
+    // First occurrence within this group wins; later ones are duplicates without asking.
+    let mut seen = HashSet::with_capacity(events.len());
+    let firsts: Vec<usize> = (0..events.len()).filter(|&i| seen.insert((events[i].source_id.as_str(), events[i].message_id.as_str()))).collect();
+    for chunk in chunks(&firsts) {
+        let mut sql = String::from("INSERT INTO event_dedupe (source_id, message_id, received_at) VALUES ");
+        for (n, _) in chunk.iter().enumerate() {
+            let b = n * 3;
+            sql.push_str(&format!("{}(${}, ${}, ${})", if n > 0 { ", " } else { "" }, b + 1, b + 2, b + 3));
+        }
+        let cutoff_param = chunk.len() * 3 + 1;
+        sql.push_str(&format!(
+            " ON CONFLICT (source_id, message_id) DO UPDATE SET received_at = excluded.received_at \
+              WHERE event_dedupe.received_at < ${cutoff_param} RETURNING source_id, message_id"
+        ));
+        let mut q = sqlx::query(&sql);
+        for &i in chunk {
+            q = q.bind(&events[i].source_id).bind(&events[i].message_id).bind(events[i].received_at);
+        }
+        let fresh: HashSet<(String, String)> = q
+            .bind(dedupe_cutoff)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| Ok((get::<String>(r, "source_id")?, get::<String>(r, "message_id")?)))
+            .collect::<Result<_>>()?;
+        let mut new: Vec<usize> = chunk
+            .iter()
+            .copied()
+            .filter(|&i| fresh.contains(&(events[i].source_id.clone(), events[i].message_id.clone())))
+            .collect();
+        if new.is_empty() {
+            continue;
+        }
+        // The events insert, too, in power-of-two shapes.
+        let fresh_rows = std::mem::take(&mut new);
+        for part in chunks(&fresh_rows) {
+            insert_rows(conn, events, part).await?;
+            new.extend_from_slice(part);
+        }
+        for &i in &new {
+            stored[i] = true;
+        }
+    }
+    Ok(stored)
+}
+
+async fn insert_rows(conn: &mut AnyConnection, events: &[&NewEvent], new: &[usize]) -> Result<()> {
+    {
+        let mut sql = String::from("INSERT INTO events (source_id, message_id, type, user_id, anonymous_id, received_at, payload) VALUES ");
+        for (n, _) in new.iter().enumerate() {
+            let b = n * 7;
+            sql.push_str(&format!(
+                "{}(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                if n > 0 { ", " } else { "" },
+                b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7
+            ));
+        }
+        let mut q = sqlx::query(&sql);
+        for &i in new {
+            let e = events[i];
+            q = q.bind(&e.source_id).bind(&e.message_id).bind(e.kind).bind(&e.user_id).bind(&e.anonymous_id).bind(e.received_at).bind(&e.payload);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Inserts one event unless (source, messageId) was seen within the dedupe window.
 /// Returns whether it was stored.
 pub async fn insert_event(conn: &mut AnyConnection, e: &NewEvent, dedupe_cutoff: i64) -> Result<bool> {
