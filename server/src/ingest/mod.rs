@@ -7,6 +7,7 @@ mod enrich;
 mod keys;
 pub mod live;
 mod routes;
+mod sqlite_writer;
 pub mod suppress;
 pub mod writer;
 

@@ -26,10 +26,10 @@ pub enum WriteError {
     Failed(String),
 }
 
-struct Job {
-    events: Vec<NewEvent>,
-    rejections: Vec<NewRejection>,
-    reply: oneshot::Sender<Result<Vec<Outcome>, String>>,
+pub(super) struct Job {
+    pub(super) events: Vec<NewEvent>,
+    pub(super) rejections: Vec<NewRejection>,
+    pub(super) reply: oneshot::Sender<Result<Vec<Outcome>, String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -69,7 +69,14 @@ impl EventWriter {
         let rx = Arc::new(Mutex::new(rx));
         let depth = Arc::new(AtomicI64::new(0));
         let mut tasks = Vec::new();
-        for _ in 0..opts.writers.max(1) {
+        if let Some((path, fsync)) = store.sqlite_file() {
+            // SQLite has one writer: a thread of its own, talking to SQLite directly.
+            let (path, rx, depth) = (path.to_path_buf(), rx.clone(), depth.clone());
+            let dedupe_ms = opts.dedupe_window.as_millis() as i64;
+            let max_group = opts.max_group;
+            tasks.push(tokio::task::spawn_blocking(move || super::sqlite_writer::run(&path, fsync, rx, max_group, dedupe_ms, depth)));
+        }
+        for _ in 0..if tasks.is_empty() { opts.writers.max(1) } else { 0 } {
             let (store, rx, opts, depth) = (store.clone(), rx.clone(), opts.clone(), depth.clone());
             tasks.push(tokio::spawn(async move { run(store, rx, opts, depth).await }));
         }

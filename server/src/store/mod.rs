@@ -46,6 +46,9 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The SQLite file (None on PostgreSQL), for the dedicated event writer.
+    sqlite_path: Option<std::path::PathBuf>,
+    fsync: bool,
 }
 
 /// How long a SQLite writer waits for another process's write (the server's writer while the CLI
@@ -92,13 +95,19 @@ impl Store {
         let pool = opts.connect(&url).await.map_err(|e| {
             anyhow::anyhow!("cannot open the database {}: {e}", redact(&url))
         })?;
-        let store = Store { pool, backend };
+        let sqlite_path = (backend == Backend::Sqlite).then(|| sqlite_file(&url)).flatten();
+        let store = Store { pool, backend, sqlite_path, fsync };
         migrate::run(&store).await?;
         Ok(store)
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The SQLite database file and whether commits fsync, for writers that bypass the pool.
+    pub fn sqlite_file(&self) -> Option<(&std::path::Path, bool)> {
+        self.sqlite_path.as_deref().map(|p| (p, self.fsync))
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -122,6 +131,13 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The file of a `sqlite://PATH?…` or `sqlite:PATH` URL (none for in-memory databases).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    (!path.is_empty() && !path.contains(":memory:")).then(|| std::path::PathBuf::from(path))
 }
 
 pub fn backend_of(url: &str) -> anyhow::Result<Backend> {

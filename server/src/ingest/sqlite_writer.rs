@@ -1,0 +1,164 @@
+//! The SQLite event writer: one thread with its own connection and cached prepared statements.
+//!
+//! Measured on the 2-core machine: through sqlx (the `Any` driver, multi-row statements) a group
+//! commit cost about 46 µs per event, while SQLite itself needs about 9 µs (the same inserts from
+//! Python's sqlite3). The per-statement overhead of sqlx's worker-thread design was the limit, so
+//! the hot path talks to SQLite directly. Everything else still goes through the sqlx pool.
+
+use super::writer::{Job, Outcome};
+use crate::store::events::{NewEvent, NewRejection};
+use crate::store::now_ms;
+use rusqlite::{params, Connection, TransactionBehavior};
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Mutex};
+
+const DEDUPE: &str = "INSERT INTO event_dedupe (source_id, message_id, received_at) VALUES (?1, ?2, ?3) \
+    ON CONFLICT (source_id, message_id) DO UPDATE SET received_at = excluded.received_at WHERE event_dedupe.received_at < ?4";
+const EVENT: &str = "INSERT INTO events (source_id, message_id, type, user_id, anonymous_id, received_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const REJECTION: &str = "INSERT INTO rejections (source_id, message_id, type, reason, received_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+fn connect(path: &Path, fsync: bool) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
+    conn.set_prepared_statement_cache_capacity(8);
+    Ok(conn)
+}
+
+/// The two statements of an insert, prepared once per group.
+struct Inserts<'c> {
+    dedupe: rusqlite::CachedStatement<'c>,
+    event: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> Inserts<'c> {
+    fn new(conn: &'c Connection) -> rusqlite::Result<Self> {
+        Ok(Inserts { dedupe: conn.prepare_cached(DEDUPE)?, event: conn.prepare_cached(EVENT)? })
+    }
+
+    fn insert(&mut self, e: &NewEvent, cutoff: i64) -> rusqlite::Result<bool> {
+        let fresh = self.dedupe.execute(params![e.source_id, e.message_id, e.received_at, cutoff])? > 0;
+        if fresh {
+            self.event.execute(params![e.source_id, e.message_id, e.kind, e.user_id, e.anonymous_id, e.received_at, e.payload])?;
+        }
+        Ok(fresh)
+    }
+}
+
+fn insert(tx: &Connection, e: &NewEvent, cutoff: i64) -> rusqlite::Result<bool> {
+    Inserts::new(tx)?.insert(e, cutoff)
+}
+
+fn reject(tx: &Connection, r: &NewRejection) -> rusqlite::Result<()> {
+    tx.prepare_cached(REJECTION)?.execute(params![r.source_id, r.message_id, r.kind, r.reason, r.received_at, r.payload])?;
+    Ok(())
+}
+
+fn commit(conn: &mut Connection, jobs: &[Job], cutoff: i64) -> rusqlite::Result<Vec<Vec<Outcome>>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut all = Vec::with_capacity(jobs.len());
+    {
+        let mut inserts = Inserts::new(&tx)?;
+        for job in jobs {
+            let mut outcomes = Vec::with_capacity(job.events.len());
+            for e in &job.events {
+                outcomes.push(if inserts.insert(e, cutoff)? { Outcome::Stored } else { Outcome::Duplicate });
+            }
+            all.push(outcomes);
+        }
+    }
+    for job in jobs {
+        for r in &job.rejections {
+            reject(&tx, r)?;
+        }
+    }
+    tx.commit()?;
+    Ok(all)
+}
+
+/// After a failed group: each message in its own transaction, so one refusal fails only itself.
+fn one_by_one(conn: &mut Connection, job: &Job, cutoff: i64) -> Result<Vec<Outcome>, String> {
+    let mut outcomes = Vec::with_capacity(job.events.len());
+    for e in &job.events {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
+        match insert(&tx, e, cutoff) {
+            Ok(stored) => {
+                tx.commit().map_err(|e| e.to_string())?;
+                outcomes.push(if stored { Outcome::Stored } else { Outcome::Duplicate });
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, message_id = %e.message_id, "the database refused a message");
+                outcomes.push(Outcome::Refused);
+            }
+        }
+    }
+    for r in &job.rejections {
+        if let Ok(tx) = conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            if reject(&tx, r).is_ok() {
+                let _ = tx.commit();
+            }
+        }
+    }
+    Ok(outcomes)
+}
+
+/// The writer loop, on a blocking thread: wait for a job, take every job queued behind it (up
+/// to `max_group` messages), commit them in one transaction, answer each.
+pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_group: usize, dedupe_ms: i64, depth: Arc<AtomicI64>) {
+    let mut conn = match connect(path, fsync) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(error = %e, path = %path.display(), "the event writer cannot open the database");
+            None
+        }
+    };
+    let mut rx = rx.blocking_lock();
+    while let Some(first) = rx.blocking_recv() {
+        let mut n = first.events.len() + first.rejections.len();
+        let mut jobs = vec![first];
+        while n < max_group {
+            match rx.try_recv() {
+                Ok(job) => {
+                    n += job.events.len() + job.rejections.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let count = jobs.len() as i64;
+        let size: usize = jobs.iter().map(|j| j.events.len()).sum();
+        if conn.is_none() {
+            conn = connect(path, fsync).ok();
+        }
+        let Some(c) = conn.as_mut() else {
+            for job in jobs {
+                let _ = job.reply.send(Err("the event store is unavailable".into()));
+            }
+            depth.fetch_sub(count, Ordering::Relaxed);
+            continue;
+        };
+        let cutoff = now_ms() - dedupe_ms;
+        let started = Instant::now();
+        match commit(c, &jobs, cutoff) {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, jobs = count, "a group commit failed; writing its messages one by one");
+                for job in jobs {
+                    let result = one_by_one(c, &job, cutoff);
+                    let _ = job.reply.send(result);
+                }
+            }
+        }
+        metrics::histogram!("ingest_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("ingest_group_events").record(size as f64);
+        let left = depth.fetch_sub(count, Ordering::Relaxed) - count;
+        metrics::gauge!("ingest_write_queue_depth").set(left as f64);
+    }
+}
