@@ -397,3 +397,78 @@ async fn a_message_with_odd_characters_does_not_fail_its_batch() {
         assert_eq!(ids, ["n-4", "n-2", "n-1"], "{db:?}");
     }
 }
+
+async fn cut_connections_leave_no_half_done_work(db: Db) {
+    let env = crate::env_or_skip!(db);
+    let (server, token, source) = with_source(&env, &[]).await;
+    let url = server.at("/v1/batch");
+    let batch_of = |i: usize| -> Value {
+        let items: Vec<Value> = (0..20).map(|j| json!({"type": "track", "userId": "u", "event": "Cut", "messageId": format!("cut-{i}-{j}")})).collect();
+        json!({"batch": items})
+    };
+    // Clients that give up after a few milliseconds: many requests are cut mid-flight.
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (url, body) = (url.clone(), batch_of(i));
+        tasks.push(tokio::spawn(async move {
+            let c = reqwest::Client::builder().timeout(Duration::from_millis(1 + 2 * (i % 25) as u64)).build().unwrap();
+            matches!(c.post(&url).header("Authorization", basic(KEY)).json(&body).send().await, Ok(r) if r.status() == 200)
+        }));
+    }
+    let mut cut = 0;
+    for t in tasks {
+        if !t.await.unwrap() {
+            cut += 1;
+        }
+    }
+    let stored_before = server::store::Store::open(&env.database_url).await.unwrap().event_count(&source).await.unwrap();
+    eprintln!("{db:?}: {cut} of 200 requests were cut; {stored_before} of 4000 messages stored before the retries");
+    assert!(cut > 0, "some requests were cut");
+    // Their SDKs retry: every message is then stored exactly once.
+    let c = server.client();
+    for i in 0..200 {
+        let res = c.post(&url).header("Authorization", basic(KEY)).json(&batch_of(i)).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let mut ids = Vec::new();
+    let mut next = server.at(&format!("/api/sources/{source}/events?limit=1000"));
+    loop {
+        let page: Value = c.get(&next).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        ids.extend(page["items"].as_array().unwrap().iter().map(|e| e["messageId"].as_str().unwrap().to_string()));
+        match page["next"].as_str() {
+            Some(n) => next = server.at(&format!("/api/sources/{source}/events?limit=1000&before={n}")),
+            None => break,
+        }
+    }
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "no message is stored twice");
+    assert_eq!(ids.len(), 4000, "every message is stored");
+}
+both!(cut_connections_leave_no_half_done_work);
+
+async fn retention_removes_old_events_and_dedupe_entries(db: Db) {
+    use sqlx::Row;
+    let env = crate::env_or_skip!(db);
+    let store = server::store::Store::open(&env.database_url).await.unwrap();
+    let day = 86_400_000i64;
+    let now = server::store::now_ms();
+    for (id, age_days) in [("old", 40), ("recent", 2)] {
+        for sql in [
+            "INSERT INTO events (source_id, message_id, type, received_at, payload) VALUES ('src_x', $1, 'track', $2, '{}')",
+            "INSERT INTO event_dedupe (source_id, message_id, received_at) VALUES ('src_x', $1, $2)",
+            "INSERT INTO rejections (source_id, message_id, reason, received_at, payload) VALUES ('src_x', $1, 'r', $2, '{}')",
+        ] {
+            sqlx::query(sql).bind(id).bind(now - age_days * day).execute(store.pool()).await.unwrap();
+        }
+    }
+    let deleted = store.prune_events(now - 30 * day, now - day).await.unwrap();
+    assert_eq!(deleted, 1);
+    let left: Vec<String> = sqlx::query("SELECT message_id FROM events").fetch_all(store.pool()).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(left, ["recent"]);
+    let dedupe: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM event_dedupe").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(dedupe, 0, "both are older than the one-day dedupe window");
+    let rejections: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rejections").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(rejections, 1);
+    store.close().await;
+}
+both!(retention_removes_old_events_and_dedupe_entries);
