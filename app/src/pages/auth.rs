@@ -7,6 +7,21 @@ use leptos_router::hooks::use_query_map;
 use model::MeOut;
 use serde_json::json;
 
+/// Posts credentials; on success the whole page goes to the overview, else the error shows.
+fn post_then_home(url: &'static str, body: serde_json::Value, error: RwSignal<Option<String>>, busy: RwSignal<bool>) {
+    busy.set(true);
+    error.set(None);
+    leptos::task::spawn_local(async move {
+        match api::post::<MeOut>(url, &body).await {
+            Ok(_) => api::go("/"),
+            Err(e) => {
+                error.set(Some(e.message));
+                busy.set(false);
+            }
+        }
+    });
+}
+
 #[component]
 pub fn Login() -> impl IntoView {
     let email = RwSignal::new(String::new());
@@ -15,18 +30,8 @@ pub fn Login() -> impl IntoView {
     let busy = RwSignal::new(false);
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        busy.set(true);
-        error.set(None);
         let body = json!({ "email": email.get_untracked(), "password": password.get_untracked() });
-        leptos::task::spawn_local(async move {
-            match api::post::<MeOut>("/api/auth/login", &body).await {
-                Ok(_) => api::go("/"),
-                Err(e) => {
-                    error.set(Some(e.message));
-                    busy.set(false);
-                }
-            }
-        });
+        post_then_home("/api/auth/login", body, error, busy);
     };
     view! {
         <Title text="Sign in"/>
@@ -54,19 +59,9 @@ pub fn Setup() -> impl IntoView {
     let busy = RwSignal::new(false);
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        busy.set(true);
-        error.set(None);
         let token = query.with_untracked(|q| q.get("token").unwrap_or_default());
         let body = json!({ "token": token, "email": email.get_untracked(), "password": password.get_untracked() });
-        leptos::task::spawn_local(async move {
-            match api::post::<MeOut>("/api/setup", &body).await {
-                Ok(_) => api::go("/"),
-                Err(e) => {
-                    error.set(Some(e.message));
-                    busy.set(false);
-                }
-            }
-        });
+        post_then_home("/api/setup", body, error, busy);
     };
     view! {
         <Title text="Create the owner"/>

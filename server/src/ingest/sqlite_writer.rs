@@ -156,9 +156,6 @@ pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>,
                 }
             }
         }
-        metrics::histogram!("ingest_commit_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("ingest_group_events").record(size as f64);
-        let left = depth.fetch_sub(count, Ordering::Relaxed) - count;
-        metrics::gauge!("ingest_write_queue_depth").set(left as f64);
+        super::writer::group_done(&depth, count, size, started);
     }
 }

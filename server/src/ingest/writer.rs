@@ -131,8 +131,6 @@ async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>, opts: WriterOpti
         let size: usize = jobs.iter().map(|j| j.events.len()).sum();
         let started = std::time::Instant::now();
         let committed = commit(&store, &jobs, cutoff).await;
-        metrics::histogram!("ingest_commit_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("ingest_group_events").record(size as f64);
         match committed {
             Ok(outcomes) => {
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
@@ -147,9 +145,16 @@ async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>, opts: WriterOpti
                 }
             }
         }
-        let left = depth.fetch_sub(count, Ordering::Relaxed) - count;
-        metrics::gauge!("ingest_write_queue_depth").set(left as f64);
+        group_done(&depth, count, size, started);
     }
+}
+
+/// Bookkeeping after a group: commit time, group size, queue depth.
+pub(super) fn group_done(depth: &AtomicI64, jobs: i64, events: usize, started: std::time::Instant) {
+    metrics::histogram!("ingest_commit_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("ingest_group_events").record(events as f64);
+    let left = depth.fetch_sub(jobs, Ordering::Relaxed) - jobs;
+    metrics::gauge!("ingest_write_queue_depth").set(left as f64);
 }
 
 /// One transaction for every message of every job.

@@ -1,7 +1,7 @@
 //! The audit log: who changed what, and when. Writers call `record` inside the transaction that
 //! makes the change, so a change and its audit entry commit together.
 
-use super::{get, new_id, now_ms, page, Result, Store};
+use super::{get, new_id, now_ms, Result, Store};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -79,15 +79,7 @@ fn from_row(row: &AnyRow) -> Result<AuditEntry> {
 impl Store {
     /// Audit entries newest first.
     pub async fn audit_page(&self, limit: usize, before: Option<&str>) -> Result<(Vec<AuditEntry>, Option<String>)> {
-        let rows = sqlx::query(
-            "SELECT * FROM audit_log WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
-        )
-        .bind(before)
-        .bind(limit as i64 + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
-        Ok(page(items, limit, |e| e.id.clone()))
+        self.id_page("audit_log", limit, before, from_row, |e| e.id.clone()).await
     }
 
     /// Writes one audit entry on its own (for changes that are not a database write).

@@ -200,6 +200,26 @@ pub(crate) fn page<T>(mut rows: Vec<T>, limit: usize, id: impl Fn(&T) -> String)
     (rows, next)
 }
 
+impl Store {
+    /// One page of `table`, newest first by its time-ordered `id`.
+    pub(crate) async fn id_page<T>(
+        &self,
+        table: &str,
+        limit: usize,
+        before: Option<&str>,
+        from_row: fn(&AnyRow) -> Result<T>,
+        id: fn(&T) -> String,
+    ) -> Result<(Vec<T>, Option<String>)> {
+        let rows = sqlx::query(&format!("SELECT * FROM {table} WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"))
+            .bind(before)
+            .bind(limit as i64 + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+        Ok(page(items, limit, id))
+    }
+}
+
 pub(crate) fn get<T>(row: &AnyRow, col: &str) -> Result<T>
 where
     T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,

@@ -1,7 +1,7 @@
 //! API tokens: shown once, stored as a SHA-256 hash, used as `Authorization: Bearer …`.
 
 use super::audit::{record, Actor};
-use super::{get, new_id, now_ms, page, Result, Store, StoreError};
+use super::{get, new_id, now_ms, Result, Store, StoreError};
 use model::Role;
 use rand::RngCore;
 use serde::Serialize;
@@ -87,13 +87,7 @@ impl Store {
     }
 
     pub async fn tokens_page(&self, limit: usize, before: Option<&str>) -> Result<(Vec<TokenRow>, Option<String>)> {
-        let rows = sqlx::query("SELECT * FROM api_tokens WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2")
-            .bind(before)
-            .bind(limit as i64 + 1)
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
-        Ok(page(items, limit, |t| t.id.clone()))
+        self.id_page("api_tokens", limit, before, from_row, |t| t.id.clone()).await
     }
 
     pub async fn revoke_token(&self, actor: &Actor, id: &str) -> Result<()> {

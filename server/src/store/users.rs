@@ -105,13 +105,7 @@ impl Store {
 
     /// Users newest first.
     pub async fn users_page(&self, limit: usize, before: Option<&str>) -> Result<(Vec<UserRow>, Option<String>)> {
-        let rows = sqlx::query("SELECT * FROM users WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2")
-            .bind(before)
-            .bind(limit as i64 + 1)
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
-        Ok(super::page(items, limit, |u| u.id.clone()))
+        self.id_page("users", limit, before, from_row, |u| u.id.clone()).await
     }
 
     async fn owners_other_than(tx: &mut sqlx::AnyConnection, id: &str) -> Result<i64> {
