@@ -10,7 +10,8 @@ use std::io::Read;
 #[derive(Debug)]
 pub struct BodyError(pub &'static str, pub String);
 
-pub fn decode(headers: &HeaderMap, raw: &[u8], limits: &Limits) -> Result<Value, BodyError> {
+/// The JSON object of the body and its size in bytes after decompression.
+pub fn decode(headers: &HeaderMap, raw: &[u8], limits: &Limits) -> Result<(Value, usize), BodyError> {
     let gzip = headers
         .get(axum::http::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -40,5 +41,5 @@ pub fn decode(headers: &HeaderMap, raw: &[u8], limits: &Limits) -> Result<Value,
     if !value.is_object() {
         return Err(BodyError("invalid_body", "the body must be a JSON object".into()));
     }
-    Ok(value)
+    Ok((value, bytes.len()))
 }

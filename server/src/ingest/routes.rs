@@ -237,7 +237,7 @@ fn messages(body: Value, route: Option<EventType>, max_batch: usize) -> Result<V
 async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Response {
     let started = Instant::now();
     let ingest = &state.ingest;
-    let body = match decode(&call.headers, &call.body, &ingest.limits) {
+    let (body, body_size) = match decode(&call.headers, &call.body, &ingest.limits) {
         Ok(v) => v,
         Err(BodyError(code, message)) => return fail(StatusCode::BAD_REQUEST, code, message),
     };
@@ -269,12 +269,13 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
     let received_at = now_ms();
     let ip = client_ip(call.addr, &call.headers, &ingest.trusted_proxies);
     let live = ingest.live.active();
+    let single_size = route.is_some().then_some(body_size);
     let mut events = Vec::new();
     let mut event_index = Vec::new();
     let mut rejections = Vec::new();
     let mut rejected = Vec::new();
     for (index, (item, ty)) in items.into_iter().enumerate() {
-        match accept(item, ty, ingest.limits.max_message_bytes, received_at, ip) {
+        match accept(item, ty, ingest.limits.max_message_bytes, single_size, received_at, ip) {
             Ok((event_kind, msg)) => {
                 let payload = serde_json::to_string(&msg).expect("JSON values serialize");
                 if live {
@@ -320,9 +321,8 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
         }
     }
     // Suppressed users' events are acknowledged and dropped.
-    let ids: Vec<(Option<String>, Option<String>)> = events.iter().map(|e| (e.user_id.clone(), e.anonymous_id.clone())).collect();
-    let suppressed = ingest.suppressions.check(&state.store, &ids).await;
-    if suppressed.iter().any(|s| *s) {
+    if let Some(is_suppressed) = ingest.suppressions.matcher(&state.store).await {
+        let suppressed: Vec<bool> = events.iter().map(|e| is_suppressed(e.user_id.as_deref(), e.anonymous_id.as_deref())).collect();
         let mut keep = suppressed.iter().map(|s| !s);
         events.retain(|_| keep.next().unwrap_or(true));
         let mut keep = suppressed.iter().map(|s| !s);
@@ -370,13 +370,15 @@ fn accept(
     item: Value,
     ty: Option<EventType>,
     max_bytes: usize,
+    known_size: Option<usize>,
     received_at: i64,
     ip: IpAddr,
 ) -> Result<(EventType, Map<String, Value>), (String, Value)> {
     let Value::Object(mut msg) = item else {
         return Err(("each message must be a JSON object".into(), item));
     };
-    let size = serde_json::to_vec(&msg).map(|v| v.len()).unwrap_or(0);
+    // A single call's message is the body; a batch's are measured one by one.
+    let size = known_size.unwrap_or_else(|| serde_json::to_vec(&msg).map(|v| v.len()).unwrap_or(0));
     if size > max_bytes {
         let summary = json!({"messageId": msg.get("messageId"), "type": msg.get("type"), "bytes": size, "truncated": true});
         return Err((format!("the message is {size} bytes, over the limit of {max_bytes} bytes per message"), summary));

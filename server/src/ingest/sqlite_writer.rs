@@ -24,8 +24,40 @@ fn connect(path: &Path, fsync: bool) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
+    // Checkpoints run on their own thread (`checkpointer`), not in the middle of a commit that
+    // requests are waiting for.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.set_prepared_statement_cache_capacity(8);
     Ok(conn)
+}
+
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+/// A WAL larger than this (the checkpointer could not catch up) is checkpointed by the writer
+/// itself, waiting for readers: rare, and it keeps the file from growing without bound.
+const WAL_LIMIT_BYTES: u64 = 64 << 20;
+
+/// Copies the WAL into the database without blocking the writer (PASSIVE), until `stop`.
+fn checkpointer(path: std::path::PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) {
+    let conn = match Connection::open(&path).and_then(|c| c.busy_timeout(Duration::from_secs(1)).map(|_| c)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "the WAL checkpointer cannot open the database; SQLite's automatic checkpoints remain");
+            return;
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!(error = %e, "passive checkpoint");
+        }
+    }
+}
+
+fn wal_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    std::path::PathBuf::from(name)
 }
 
 /// The two statements of an insert, prepared once per group.
@@ -115,6 +147,16 @@ pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>,
             None
         }
     };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checkpoints = std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn({
+            let (path, stop) = (path.to_path_buf(), stop.clone());
+            move || checkpointer(path, stop)
+        })
+        .ok();
+    let wal = wal_path(path);
+    let mut commits = 0u64;
     let mut rx = rx.blocking_lock();
     while let Some(first) = rx.blocking_recv() {
         let mut n = first.events.len() + first.rejections.len();
@@ -157,5 +199,19 @@ pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>,
             }
         }
         super::writer::group_done(&depth, count, size, started);
+        commits += 1;
+        if commits % 64 == 0 && std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT_BYTES) {
+            if let Some(c) = conn.as_ref() {
+                let _ = c.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(t) = checkpoints {
+        let _ = t.join();
+    }
+    // Leave a small WAL behind for the next start.
+    if let Some(c) = conn.as_ref() {
+        let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
     }
 }

@@ -43,15 +43,18 @@ impl Suppressions {
         }
     }
 
-    /// Refreshes if stale, then answers for each (userId, anonymousId) pair.
-    pub async fn check(&self, store: &Store, ids: &[(Option<String>, Option<String>)]) -> Vec<bool> {
+    /// Refreshes if stale; `None` when nobody is suppressed (the usual case, and cheap), else a
+    /// test for a (userId, anonymousId) pair.
+    pub async fn matcher(&self, store: &Store) -> Option<impl Fn(Option<&str>, Option<&str>) -> bool + '_> {
         self.refresh(store).await;
         let s = self.inner.read().unwrap_or_else(|p| p.into_inner());
         if s.users.is_empty() && s.anonymous.is_empty() {
-            return vec![false; ids.len()];
+            return None;
         }
-        ids.iter()
-            .map(|(u, a)| u.as_ref().is_some_and(|u| s.users.contains(u)) || a.as_ref().is_some_and(|a| s.anonymous.contains(a)))
-            .collect()
+        drop(s);
+        Some(move |u: Option<&str>, a: Option<&str>| {
+            let s = self.inner.read().unwrap_or_else(|p| p.into_inner());
+            u.is_some_and(|u| s.users.contains(u)) || a.is_some_and(|a| s.anonymous.contains(a))
+        })
     }
 }
