@@ -38,27 +38,27 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 const WAL_LIMIT_BYTES: u64 = 64 << 20;
 
 /// Copies the WAL into the database without blocking the writer (PASSIVE), until `stop`.
-fn checkpointer(path: std::path::PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) {
+/// Publishes the WAL's length in frames (-1: no checkpointer, the writer checkpoints itself).
+fn checkpointer(path: std::path::PathBuf, stop: Arc<std::sync::atomic::AtomicBool>, frames: Arc<AtomicI64>) {
     let conn = match Connection::open(&path).and_then(|c| c.busy_timeout(Duration::from_secs(1)).map(|_| c)) {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(error = %e, "the WAL checkpointer cannot open the database; SQLite's automatic checkpoints remain");
+            tracing::warn!(error = %e, "the WAL checkpointer cannot open the database; the writer checkpoints itself");
+            frames.store(-1, Ordering::Relaxed);
             return;
         }
     };
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(CHECKPOINT_EVERY);
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::debug!(error = %e, "passive checkpoint");
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+            Ok(log) => frames.store(log, Ordering::Relaxed),
+            Err(e) => tracing::debug!(error = %e, "passive checkpoint"),
         }
     }
 }
 
-fn wal_path(path: &Path) -> std::path::PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push("-wal");
-    std::path::PathBuf::from(name)
-}
+/// SQLite's default page size, to turn WAL frames into bytes.
+const PAGE_BYTES: i64 = 4096;
 
 /// The two statements of an insert, prepared once per group.
 struct Inserts<'c> {
@@ -148,14 +148,14 @@ pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>,
         }
     };
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let frames = Arc::new(AtomicI64::new(0));
     let checkpoints = std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn({
-            let (path, stop) = (path.to_path_buf(), stop.clone());
-            move || checkpointer(path, stop)
+            let (path, stop, frames) = (path.to_path_buf(), stop.clone(), frames.clone());
+            move || checkpointer(path, stop, frames)
         })
         .ok();
-    let wal = wal_path(path);
     let mut commits = 0u64;
     let mut rx = rx.blocking_lock();
     while let Some(first) = rx.blocking_recv() {
@@ -200,9 +200,17 @@ pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>,
         }
         super::writer::group_done(&depth, count, size, started);
         commits += 1;
-        if commits % 64 == 0 && std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT_BYTES) {
+        if commits % 64 == 0 {
+            let wal_frames = frames.load(Ordering::Relaxed);
             if let Some(c) = conn.as_ref() {
-                let _ = c.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+                if wal_frames < 0 || checkpoints.is_none() {
+                    // No checkpointer: let SQLite checkpoint after commits, as by default.
+                    let _ = c.pragma_update(None, "wal_autocheckpoint", 1000);
+                } else if wal_frames * PAGE_BYTES > WAL_LIMIT_BYTES as i64 {
+                    // Restart the log (the file is reused from its start, so this is rare).
+                    let _ = c.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+                    frames.store(0, Ordering::Relaxed);
+                }
             }
         }
     }
