@@ -5,6 +5,9 @@
 pub mod account;
 pub mod api;
 pub mod event;
+pub mod integration;
+#[cfg(feature = "engine")]
+pub mod mapping;
 pub mod workspace;
 
 pub use account::{Role, UserOut, MeOut};
