@@ -34,6 +34,30 @@ pub enum Command {
     /// Privacy requests.
     #[command(subcommand)]
     Privacy(PrivacyCommand),
+    /// The integration catalog: list, lint manifests, run fixtures.
+    #[command(subcommand)]
+    Integrations(IntegrationsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IntegrationsCommand {
+    /// Every integration: slug, version, name.
+    List {
+        /// Read integrations from this folder instead of the built-in ones.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+    /// Check every manifest (schema, logo, fixture coverage); exits non-zero on any problem.
+    Lint {
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+    /// Run the fixtures of one integration or all; ends with "N passed, M failed".
+    Test {
+        slug: Option<String>,
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,7 +112,7 @@ fn parse_role(s: &str) -> Result<Role, String> {
 
 /// Fails with exit status 2.
 #[derive(Debug)]
-struct Usage(String);
+pub struct Usage(pub String);
 
 impl std::fmt::Display for Usage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -207,6 +231,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Integrations(c) => crate::integrations::cli::run(c),
         Command::Workspace(WorkspaceCommand::Export) => {
             let store = open(&config).await?;
             let ws = crate::workspace::export(&store).await?;

@@ -4,6 +4,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod integrations;
 pub mod keys;
 pub mod password;
 pub mod snippets;
