@@ -65,6 +65,12 @@ pub struct DestinationSpec {
     /// time and exported back in that form.
     #[serde(default)]
     pub settings: Map<String, Value>,
+    /// Action overrides: `{ action = { enabled = true, mapping = { field = … } } }`.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub actions: Map<String, Value>,
+    /// Event types, allow/deny lists, condition (see the integration docs).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub filters: Map<String, Value>,
 }
 
 fn yes() -> bool {

@@ -212,8 +212,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Workspace(WorkspaceCommand::Apply { file }) => {
             let (ws, resolved) = crate::workspace::parse(&file)?;
+            let integrations = crate::integrations::Integrations::load(&crate::keys::load(&config)?)?;
             let store = open(&config).await?;
-            let report = crate::workspace::apply(&store, &Actor::Cli, &ws, &resolved).await?;
+            let report = crate::workspace::apply(&store, &Actor::Cli, &ws, &resolved, &integrations).await?;
             eprintln!("{report}");
             Ok(())
         }
@@ -248,16 +249,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let keys = crate::keys::load(&config)?;
+    let integrations = crate::integrations::Integrations::load(&keys)?;
     let store = open(&config).await?;
     if let Some((ws, resolved)) = &workspace {
-        let report = crate::workspace::apply(&store, &Actor::Cli, ws, resolved)
+        let report = crate::workspace::apply(&store, &Actor::Cli, ws, resolved, &integrations)
             .await?;
         tracing::info!(%report, "applied the workspace file");
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    crate::http::serve(config, store.clone(), keys, listener, shutdown_signal()).await?;
+    crate::http::serve(config, store.clone(), keys, integrations, listener, shutdown_signal()).await?;
     store.close().await;
     Ok(())
 }

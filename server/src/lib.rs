@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod integrations;
 pub mod keys;
 pub mod password;
+pub mod secrets;
 pub mod snippets;
 pub mod store;
 pub mod workspace;

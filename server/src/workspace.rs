@@ -2,6 +2,8 @@
 //! and export the current ones in the same form. Secrets given as `{ env = "VAR" }` are read at
 //! apply time and exported back as references, never as values.
 
+use crate::integrations::destination::{self, Input};
+use crate::integrations::Integrations;
 use crate::store::{self, Actor, DestinationWrite, SourceFields, SourceType, Store};
 use model::workspace::{check_name, env_reference, env_value, DestinationSpec, SourceSpec, WorkspaceFile};
 use serde_json::{Map, Value};
@@ -99,7 +101,13 @@ pub fn parse_text(text: &str) -> Result<(WorkspaceFile, Vec<Map<String, Value>>)
 }
 
 /// Applies a parsed file in one transaction.
-pub async fn apply(store: &Store, actor: &Actor, ws: &WorkspaceFile, resolved: &[Map<String, Value>]) -> anyhow::Result<ApplyReport> {
+pub async fn apply(
+    store: &Store,
+    actor: &Actor,
+    ws: &WorkspaceFile,
+    resolved: &[Map<String, Value>],
+    integrations: &Integrations,
+) -> anyhow::Result<ApplyReport> {
     let mut report = ApplyReport::default();
     let mut tx = store.begin().await?;
     for s in &ws.sources {
@@ -115,14 +123,21 @@ pub async fn apply(store: &Store, actor: &Actor, ws: &WorkspaceFile, resolved: &
         }
         source_ids.sort();
         source_ids.dedup();
-        let write = DestinationWrite {
+        let existing = store::destination_by_name(&mut tx, &d.name).await?;
+        let input = Input {
             integration: d.integration.clone(),
             enabled: d.enabled,
             settings: settings.clone(),
             settings_env: env_refs(d),
+            actions: d.actions.clone(),
+            filters: Value::Object(d.filters.clone()),
             source_ids,
         };
-        apply_destination(&mut tx, actor, d, &write, &mut report).await?;
+        let write = destination::check(&integrations.catalog, &integrations.cipher, input, existing.as_ref()).map_err(|errors| {
+            let list: Vec<String> = errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect();
+            InvalidWorkspace(format!("destination '{}': {}; nothing was applied", d.name, list.join("; ")))
+        })?;
+        apply_destination(&mut tx, actor, d, &write, existing, integrations, &mut report).await?;
     }
     tx.commit().await?;
     Ok(report)
@@ -182,9 +197,11 @@ async fn apply_destination(
     actor: &Actor,
     d: &DestinationSpec,
     write: &DestinationWrite,
+    existing: Option<store::DestinationRow>,
+    integrations: &Integrations,
     report: &mut ApplyReport,
 ) -> anyhow::Result<()> {
-    match store::destination_by_name(conn, &d.name).await? {
+    match existing {
         None => {
             store::create_destination(conn, actor, &d.name, write).await?;
             report.created.push(format!("destination {}", d.name));
@@ -201,6 +218,9 @@ async fn apply_destination(
                 && existing.enabled == write.enabled
                 && existing.settings == write.settings
                 && existing.settings_env == write.settings_env
+                && existing.actions == write.actions
+                && existing.filters == write.filters
+                && integrations.cipher.open(&existing.secrets)? == integrations.cipher.open(&write.secrets)?
                 && current_ids == write.source_ids;
             if same {
                 report.unchanged += 1;
@@ -237,7 +257,10 @@ pub async fn export(store: &Store) -> anyhow::Result<WorkspaceFile> {
                     settings.insert(key.clone(), env_value(var));
                 }
             }
-            DestinationSpec { name: d.name, integration: d.integration, sources: d.sources, enabled: d.enabled, settings }
+            // Secret values live only in `secrets` (sealed) and are never exported; a file applied
+            // without them keeps the stored ones.
+            let filters = d.filters.as_object().cloned().unwrap_or_default();
+            DestinationSpec { name: d.name, integration: d.integration, sources: d.sources, enabled: d.enabled, settings, actions: d.actions, filters }
         })
         .collect();
     Ok(WorkspaceFile { sources, destinations })

@@ -2,6 +2,8 @@
 
 mod account;
 mod audit;
+mod catalog;
+mod destinations;
 pub mod auth;
 mod limiter;
 mod ops;
@@ -45,6 +47,7 @@ pub struct AppState {
     pub ingest: Arc<crate::ingest::Ingest>,
     /// Turns true when the server stops: long-lived streams end then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    pub integrations: crate::integrations::Integrations,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -124,6 +127,8 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(users::router())
         .merge(tokens::router())
         .merge(sources::router())
+        .merge(catalog::router())
+        .merge(destinations::router())
         .merge(audit::router())
         .merge(privacy::router())
         .split_for_parts()
@@ -169,6 +174,7 @@ pub async fn serve(
     config: Config,
     store: Store,
     keys: crate::keys::Keys,
+    integrations: crate::integrations::Integrations,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -199,7 +205,12 @@ pub async fn serve(
         metrics: ops::metrics_handle(),
         ingest,
         shutdown: stop_rx,
+        integrations,
     };
+    let misconfigured = crate::integrations::destination::check_all(&store, &state.integrations.catalog, &state.integrations.cipher).await?;
+    if misconfigured > 0 {
+        tracing::warn!(misconfigured, "some destinations are misconfigured: see their status");
+    }
     if store.user_count().await? == 0 {
         let token = crate::store::random_token();
         state.setup.set(token.clone());

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod fixtures;
 pub mod handlers;
+pub mod destination;
 pub mod settings;
 
 use model::integration::{check::check, CatalogItem, Manifest};
@@ -17,6 +18,19 @@ use std::sync::Arc;
 #[derive(RustEmbed)]
 #[folder = "$CARGO_MANIFEST_DIR/../integrations/"]
 struct Builtin;
+
+/// The catalog and the cipher of secret settings: what every destination operation needs.
+#[derive(Clone)]
+pub struct Integrations {
+    pub catalog: Arc<Catalog>,
+    pub cipher: Arc<crate::secrets::Cipher>,
+}
+
+impl Integrations {
+    pub fn load(keys: &crate::keys::Keys) -> anyhow::Result<Integrations> {
+        Ok(Integrations { catalog: Arc::new(Catalog::builtin()?), cipher: Arc::new(crate::secrets::Cipher::new(&keys.secrets)) })
+    }
+}
 
 /// One integration: its manifest, logo and fixtures.
 #[derive(Debug)]

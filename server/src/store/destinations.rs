@@ -18,6 +18,14 @@ pub struct DestinationRow {
     pub settings_env: Map<String, Value>,
     /// Source names, sorted.
     pub sources: Vec<String>,
+    /// Secret setting values, sealed with the secrets key.
+    pub secrets: String,
+    /// Action overrides: `{action: {enabled, mapping}}`.
+    pub actions: Map<String, Value>,
+    pub filters: Value,
+    /// `ok` or `misconfigured`.
+    pub status: String,
+    pub status_reason: Option<String>,
 }
 
 /// What a write sets on a destination.
@@ -29,6 +37,10 @@ pub struct DestinationWrite {
     pub settings_env: Map<String, Value>,
     /// Source ids.
     pub source_ids: Vec<String>,
+    /// Sealed secret values.
+    pub secrets: String,
+    pub actions: Map<String, Value>,
+    pub filters: Value,
 }
 
 fn json_map(text: &str) -> Map<String, Value> {
@@ -52,6 +64,11 @@ async fn from_row(conn: &mut AnyConnection, row: &AnyRow) -> Result<DestinationR
         settings: json_map(&get::<String>(row, "settings")?),
         settings_env: json_map(&get::<String>(row, "settings_env")?),
         sources,
+        secrets: get(row, "secrets")?,
+        actions: json_map(&get::<String>(row, "actions")?),
+        filters: serde_json::from_str(&get::<String>(row, "filters")?).unwrap_or_default(),
+        status: get(row, "status")?,
+        status_reason: get(row, "status_reason")?,
     })
 }
 
@@ -88,8 +105,8 @@ pub async fn create_destination(conn: &mut AnyConnection, actor: &Actor, name: &
     let id = new_id("dst");
     let now = now_ms();
     sqlx::query(
-        "INSERT INTO destinations (id, name, integration, enabled, settings, settings_env, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        "INSERT INTO destinations (id, name, integration, enabled, settings, settings_env, created_at, updated_at, secrets, actions, filters) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)",
     )
     .bind(&id)
     .bind(name)
@@ -98,6 +115,9 @@ pub async fn create_destination(conn: &mut AnyConnection, actor: &Actor, name: &
     .bind(Value::Object(w.settings.clone()).to_string())
     .bind(Value::Object(w.settings_env.clone()).to_string())
     .bind(now)
+    .bind(&w.secrets)
+    .bind(Value::Object(w.actions.clone()).to_string())
+    .bind(w.filters.to_string())
     .execute(&mut *conn)
     .await
     .map_err(|e| map_unique(e, "destination name", name))?;
@@ -108,7 +128,8 @@ pub async fn create_destination(conn: &mut AnyConnection, actor: &Actor, name: &
 
 pub async fn update_destination(conn: &mut AnyConnection, actor: &Actor, id: &str, name: &str, w: &DestinationWrite) -> Result<()> {
     sqlx::query(
-        "UPDATE destinations SET integration = $1, enabled = $2, settings = $3, settings_env = $4, updated_at = $5 WHERE id = $6",
+        "UPDATE destinations SET integration = $1, enabled = $2, settings = $3, settings_env = $4, updated_at = $5, \
+         secrets = $7, actions = $8, filters = $9, status = 'ok', status_reason = NULL WHERE id = $6",
     )
     .bind(&w.integration)
     .bind(w.enabled as i64)
@@ -116,10 +137,46 @@ pub async fn update_destination(conn: &mut AnyConnection, actor: &Actor, id: &st
     .bind(Value::Object(w.settings_env.clone()).to_string())
     .bind(now_ms())
     .bind(id)
+    .bind(&w.secrets)
+    .bind(Value::Object(w.actions.clone()).to_string())
+    .bind(w.filters.to_string())
     .execute(&mut *conn)
     .await?;
     set_sources(conn, id, &w.source_ids).await?;
     // Setting values may be secret: the audit entry names the keys, never the values.
     let keys: Vec<&String> = w.settings.keys().collect();
     record(conn, actor, "destination.update", Some(id), json!({"name": name, "settings": keys, "enabled": w.enabled})).await
+}
+
+pub async fn destination(conn: &mut AnyConnection, id: &str) -> Result<Option<DestinationRow>> {
+    let row = sqlx::query("SELECT * FROM destinations WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?;
+    match row {
+        Some(row) => Ok(Some(from_row(conn, &row).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Marks a destination ok or misconfigured (with the reason).
+pub async fn set_destination_status(conn: &mut AnyConnection, id: &str, reason: Option<&str>) -> Result<()> {
+    sqlx::query("UPDATE destinations SET status = $1, status_reason = $2 WHERE id = $3")
+        .bind(if reason.is_some() { "misconfigured" } else { "ok" })
+        .bind(reason)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn delete_destination(conn: &mut AnyConnection, actor: &Actor, id: &str) -> Result<bool> {
+    let done = sqlx::query("DELETE FROM destinations WHERE id = $1").bind(id).execute(&mut *conn).await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    record(conn, actor, "destination.delete", Some(id), json!({})).await?;
+    Ok(true)
+}
+
+/// Records that an admin revealed or rotated a secret (never the value).
+pub async fn record_secret_access(conn: &mut AnyConnection, actor: &Actor, id: &str, action: &str, key: &str) -> Result<()> {
+    record(conn, actor, action, Some(id), json!({"setting": key})).await
 }

@@ -13,7 +13,7 @@ mod tokens;
 mod users;
 
 pub use audit::{AuditEntry, Actor};
-pub use destinations::{all_destinations, create_destination, destination_by_name, update_destination, DestinationRow, DestinationWrite};
+pub use destinations::{all_destinations, create_destination, delete_destination, destination, destination_by_name, record_secret_access, set_destination_status, update_destination, DestinationRow, DestinationWrite};
 pub use sources::{all_sources, create_source, replace_write_key, source_by_id, source_by_name, update_source, KeyOwner, SourceFields, SourceRow, SourceType, WriteKeyOut};
 pub use tokens::{TokenRow, NewToken};
 pub use users::UserRow;
