@@ -9,5 +9,6 @@ pub mod keys;
 pub mod password;
 pub mod secrets;
 pub mod snippets;
+pub mod transport;
 pub mod store;
 pub mod workspace;

@@ -1,0 +1,163 @@
+//! HTTP destinations through reqwest: the guarded resolver, no redirects followed (a redirect is
+//! reported, never followed to an unchecked place), a timeout, and outcome classification.
+
+use super::guard::{is_private, GuardedResolver};
+use super::{Attempt, Outcome, Transport};
+use async_trait::async_trait;
+use model::integration::{Manifest, Request};
+use serde_json::{Map, Value};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How much of a response body an attempt keeps.
+const KEEP_BODY: usize = 4096;
+
+pub struct Http {
+    client: reqwest::Client,
+    allow_private: bool,
+}
+
+impl Http {
+    pub fn new(allow_private: bool) -> Http {
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("Switchyard/", env!("CARGO_PKG_VERSION")));
+        if !allow_private {
+            b = b.dns_resolver(Arc::new(GuardedResolver));
+        }
+        Http { client: b.build().expect("the HTTP client builds"), allow_private }
+    }
+
+    /// Refuses URLs whose host is a private IP literal (names are checked by the resolver).
+    fn check_url(&self, url: &str) -> Result<url::Url, String> {
+        let u = url::Url::parse(url).map_err(|e| format!("'{url}' is not a valid URL: {e}"))?;
+        if !matches!(u.scheme(), "http" | "https") {
+            return Err(format!("'{url}' is not an http or https URL"));
+        }
+        let host = u.host_str().unwrap_or_default().trim_matches(['[', ']']);
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            if !self.allow_private && is_private(ip) {
+                return Err(format!("{ip} is a private address: refused (set allow_private_destinations to allow it)"));
+            }
+        }
+        Ok(u)
+    }
+}
+
+/// 2xx delivered; 408, 429 and 5xx retryable; everything else permanent.
+pub fn classify(status: u16) -> Outcome {
+    match status {
+        200..=299 => Outcome::Delivered,
+        408 | 429 | 500..=599 => Outcome::Retryable,
+        _ => Outcome::Permanent,
+    }
+}
+
+fn cut(mut s: String) -> String {
+    if s.len() > KEEP_BODY {
+        let mut end = KEEP_BODY;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// A reqwest error in words, with the cause the resolver gave (the SSRF guard's refusal).
+fn describe(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    msg
+}
+
+#[async_trait]
+impl Transport for Http {
+    async fn send(&self, _settings: &Map<String, Value>, request: &Request) -> Attempt {
+        let started = Instant::now();
+        let Request::Http(r) = request else {
+            return Attempt::timed(started, Outcome::Permanent, None, "an HTTP destination got a broker message");
+        };
+        let url = match self.check_url(&r.url) {
+            Ok(u) => u,
+            Err(e) => return Attempt::timed(started, Outcome::Permanent, None, e),
+        };
+        let method = match reqwest::Method::from_bytes(r.method.as_bytes()) {
+            Ok(m) => m,
+            Err(_) => return Attempt::timed(started, Outcome::Permanent, None, format!("'{}' is not an HTTP method", r.method)),
+        };
+        let mut req = self.client.request(method, url);
+        for (k, v) in &r.headers {
+            req = req.header(k, v);
+        }
+        if let Some(j) = &r.json {
+            req = req.body(serde_json::to_vec(j).unwrap_or_default());
+        } else if let Some(f) = &r.form {
+            req = req.form(f);
+        }
+        match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+                let mut body = cut(resp.text().await.unwrap_or_default());
+                if let Some(ra) = retry_after {
+                    body = format!("[retry-after: {ra}] {body}");
+                }
+                let outcome = match status {
+                    300..=399 => Outcome::Permanent,
+                    s => classify(s),
+                };
+                Attempt::timed(started, outcome, Some(status), body)
+            }
+            Err(e) => {
+                let msg = describe(&e);
+                let outcome = if msg.contains("private address") || e.is_builder() { Outcome::Permanent } else { Outcome::Retryable };
+                Attempt::timed(started, outcome, None, msg)
+            }
+        }
+    }
+
+    async fn test_connection(&self, manifest: &Manifest, settings: &Map<String, Value>) -> Result<String, String> {
+        if let Some(built) = model::mapping::test_connection_request(manifest, settings) {
+            let request = built?;
+            let a = self.send(settings, &request).await;
+            return match a.outcome {
+                Outcome::Delivered => Ok(format!("the test request was answered {}", a.status.unwrap_or_default())),
+                _ => Err(match a.status {
+                    Some(s) => format!("the test request was answered {s}: {}", a.detail),
+                    None => a.detail,
+                }),
+            };
+        }
+        // No test request: check that the first URL setting's host is allowed and accepts connections.
+        let url = manifest
+            .settings
+            .iter()
+            .filter(|f| f.ty == model::integration::FieldType::Url)
+            .find_map(|f| super::text(settings, &f.key))
+            .ok_or("no URL setting to test")?;
+        let u = self.check_url(url)?;
+        let host = u.host_str().unwrap_or_default().trim_matches(['[', ']']).to_string();
+        let port = u.port_or_known_default().unwrap_or(443);
+        let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), port)).await.map_err(|e| format!("cannot resolve {host}: {e}"))?.collect();
+        if !self.allow_private {
+            if let Some(a) = addrs.iter().find(|a| is_private(a.ip())) {
+                return Err(format!("{host} resolves to {}, a private address: refused", a.ip()));
+            }
+        }
+        let addr = *addrs.first().ok_or_else(|| format!("{host} has no address"))?;
+        match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => Ok(format!("connected to {host}:{port} ({})", addr.ip())),
+            Ok(Err(e)) => Err(format!("cannot connect to {host}:{port}: {e}")),
+            Err(_) => Err(format!("connecting to {host}:{port} timed out after 5 s")),
+        }
+    }
+}
