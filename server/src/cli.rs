@@ -212,7 +212,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Workspace(WorkspaceCommand::Apply { file }) => {
             let (ws, resolved) = crate::workspace::parse(&file)?;
-            let integrations = crate::integrations::Integrations::load(&crate::keys::load(&config)?)?;
+            let integrations = crate::integrations::Integrations::load(&crate::keys::load(&config)?, config.allow_private_destinations)?;
             let store = open(&config).await?;
             let report = crate::workspace::apply(&store, &Actor::Cli, &ws, &resolved, &integrations).await?;
             eprintln!("{report}");
@@ -249,7 +249,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let keys = crate::keys::load(&config)?;
-    let integrations = crate::integrations::Integrations::load(&keys)?;
+    let integrations = crate::integrations::Integrations::load(&keys, config.allow_private_destinations)?;
     let store = open(&config).await?;
     if let Some((ws, resolved)) = &workspace {
         let report = crate::workspace::apply(&store, &Actor::Cli, ws, resolved, &integrations)

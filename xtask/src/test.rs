@@ -8,6 +8,14 @@ use std::time::{Duration, Instant};
 
 const PG_START: &str = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
 
+/// The brokers the broker destinations are tested against, and how to start each.
+const BROKERS: &[(&str, &str, &str)] = &[
+    ("Redis", "127.0.0.1:6379", "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save \"\" --appendonly no"),
+    ("RabbitMQ", "127.0.0.1:5672", "rabbitmq-server -detached"),
+    ("Mosquitto (MQTT)", "127.0.0.1:1883", "mosquitto -d -c /etc/mosquitto/mosquitto.conf"),
+    ("NATS JetStream", "127.0.0.1:4222", "nats-server -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server &"),
+];
+
 fn reachable(addr: &str) -> bool {
     let addr: SocketAddr = addr.parse().expect("static address");
     TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
@@ -30,10 +38,19 @@ pub fn run(args: &[String]) -> Result<()> {
     if !reachable("127.0.0.1:5432") {
         bail!("PostgreSQL is not reachable on 127.0.0.1:5432; start it with:\n  {PG_START}");
     }
+    for (name, addr, start) in BROKERS {
+        if !reachable(addr) {
+            bail!("{name} is not reachable on {addr} (the broker destination tests need it); start it with:\n  {start}");
+        }
+    }
     let browser = chromium().ok_or_else(|| {
         anyhow::anyhow!("Chromium is needed for the end2end tests; install it with:\n  apt-get install -y chromium")
     })?;
     let bin = build(false)?;
+
+    eprintln!("xtask: integration manifests and fixtures");
+    status(Command::new(&bin).args(["integrations", "lint"]))?;
+    status(Command::new(&bin).args(["integrations", "test"]))?;
 
     eprintln!("xtask: unit and integration tests (SQLite and PostgreSQL)");
     let mut cmd = cargo();

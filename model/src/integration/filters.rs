@@ -21,7 +21,7 @@ pub struct Filters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
     /// Identify calls go out only when the user's traits differ from the last ones sent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub only_changed_traits: bool,
 }
 

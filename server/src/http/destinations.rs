@@ -92,6 +92,34 @@ async fn found(conn: &mut AnyConnection, id: &str) -> ApiResult<DestinationRow> 
     store::destination(conn, id).await?.ok_or(ApiError::NotFound("destination"))
 }
 
+/// HTTP destinations: URL settings whose host resolves to a private address are refused on save.
+async fn check_private(state: &AppState, write: &store::DestinationWrite) -> ApiResult<()> {
+    if state.integrations.allow_private {
+        return Ok(());
+    }
+    let Some(loaded) = state.integrations.catalog.get(&write.integration) else { return Ok(()) };
+    if loaded.manifest.capabilities.transport != "http" {
+        return Ok(());
+    }
+    let mut errors = Vec::new();
+    for f in loaded.manifest.settings.iter().filter(|f| f.ty == model::integration::FieldType::Url) {
+        let values = [write.settings.get(&f.key), write.settings.get("test_values").and_then(|t| t.get(&f.key))];
+        for (i, v) in values.into_iter().enumerate() {
+            if let Some(url) = v.and_then(Value::as_str) {
+                if let Some(problem) = crate::transport::private_on_save(url).await {
+                    let field = if i == 0 { format!("settings.{}", f.key) } else { format!("settings.test_values.{}", f.key) };
+                    errors.push(FieldError { field, message: problem });
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
 fn check_name(name: &str) -> ApiResult<()> {
     model::workspace::check_name(name).map_err(|m| ApiError::field("name", m))
 }
@@ -123,6 +151,7 @@ async fn create_destination(auth: Auth<Editor>, State(state): State<AppState>, A
         source_ids: resolve_sources(&mut tx, &body.sources).await?,
     };
     let write = destination::check(&state.integrations.catalog, &state.integrations.cipher, input, None).map_err(ApiError::Validation)?;
+    check_private(&state, &write).await?;
     let id = store::create_destination(&mut tx, &auth.actor, &name, &write).await?;
     let row = found(&mut tx, &id).await?;
     tx.commit().await.map_err(anyhow::Error::from)?;
@@ -160,6 +189,7 @@ async fn update_destination(auth: Auth<Editor>, State(state): State<AppState>, P
         source_ids,
     };
     let write = destination::check(&state.integrations.catalog, &state.integrations.cipher, input, Some(&old)).map_err(ApiError::Validation)?;
+    check_private(&state, &write).await?;
     if name != old.name {
         sqlx::query("UPDATE destinations SET name = $1 WHERE id = $2")
             .bind(&name)

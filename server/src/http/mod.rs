@@ -3,6 +3,7 @@
 mod account;
 mod audit;
 mod catalog;
+mod destination_test;
 mod destinations;
 pub mod auth;
 mod limiter;
@@ -129,6 +130,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(sources::router())
         .merge(catalog::router())
         .merge(destinations::router())
+        .merge(destination_test::router())
         .merge(audit::router())
         .merge(privacy::router())
         .split_for_parts()

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod fixtures;
 pub mod handlers;
 pub mod destination;
+pub mod sample;
 pub mod settings;
 
 use model::integration::{check::check, CatalogItem, Manifest};
@@ -24,11 +25,19 @@ struct Builtin;
 pub struct Integrations {
     pub catalog: Arc<Catalog>,
     pub cipher: Arc<crate::secrets::Cipher>,
+    pub transports: Arc<crate::transport::Transports>,
+    /// HTTP destinations may reach private addresses (config `allow_private_destinations`).
+    pub allow_private: bool,
 }
 
 impl Integrations {
-    pub fn load(keys: &crate::keys::Keys) -> anyhow::Result<Integrations> {
-        Ok(Integrations { catalog: Arc::new(Catalog::builtin()?), cipher: Arc::new(crate::secrets::Cipher::new(&keys.secrets)) })
+    pub fn load(keys: &crate::keys::Keys, allow_private: bool) -> anyhow::Result<Integrations> {
+        Ok(Integrations {
+            catalog: Arc::new(Catalog::builtin()?),
+            cipher: Arc::new(crate::secrets::Cipher::new(&keys.secrets)),
+            transports: Arc::new(crate::transport::Transports::new(allow_private)),
+            allow_private,
+        })
     }
 }
 

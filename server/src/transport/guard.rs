@@ -58,3 +58,20 @@ mod tests {
         }
     }
 }
+
+/// On save: the problem with an HTTP destination URL whose host resolves to a private address
+/// (a host that does not resolve is not private: it is checked again at send time).
+pub async fn private_on_save(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    let host = u.host_str()?.trim_matches(['[', ']']).to_string();
+    let port = u.port_or_known_default().unwrap_or(443);
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return is_private(ip).then(|| format!("{ip} is a private address; set allow_private_destinations to allow it"));
+    }
+    let lookup = tokio::time::timeout(std::time::Duration::from_secs(3), tokio::net::lookup_host((host.as_str(), port))).await;
+    let addrs: Vec<SocketAddr> = lookup.ok()?.ok()?.collect();
+    addrs
+        .iter()
+        .find(|a| is_private(a.ip()))
+        .map(|a| format!("{host} resolves to {}, a private address; set allow_private_destinations to allow it", a.ip()))
+}

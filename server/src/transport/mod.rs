@@ -7,7 +7,7 @@ mod guard;
 mod http;
 mod mqtt;
 
-pub use guard::is_private;
+pub use guard::{is_private, private_on_save};
 
 use async_trait::async_trait;
 use model::integration::{Manifest, Request};

@@ -3,6 +3,10 @@
 mod harness;
 
 mod accounts;
+mod brokers;
+mod catalog;
+mod receiver;
+mod test_delivery;
 mod api;
 mod cli;
 mod ingest;

@@ -19,9 +19,11 @@ sources = ["web", "backend"]
 enabled = true
 [destinations.settings]
 url = "http://127.0.0.1:9000/hook"
-token = { env = "SY_TEST_HOOK_TOKEN" }
-retries = 3
+signing_secret = { env = "SY_TEST_HOOK_TOKEN" }
+method = "POST"
 "#;
+
+const SECRET: &str = "whsec_c2VjcmV0LXZhbHVlLWZvci10ZXN0cw==";
 
 async fn apply_export_apply_is_idempotent(db: Db) {
     let env = crate::env_or_skip!(db);
@@ -29,37 +31,37 @@ async fn apply_export_apply_is_idempotent(db: Db) {
     std::fs::write(&file, FILE).unwrap();
     let apply = |path: &std::path::Path| {
         let mut cmd = env.cli();
-        let out = cmd.env("SY_TEST_HOOK_TOKEN", "s3cret-value").args(["workspace", "apply", path.to_str().unwrap()]).output().unwrap();
+        let out = cmd.env("SY_TEST_HOOK_TOKEN", SECRET).args(["workspace", "apply", path.to_str().unwrap()]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stderr).to_string()
     };
     let first = apply(&file);
-    assert!(first.starts_with("3 created, 0 updated, 0 unchanged"), "{first}");
+    assert!(first.contains("3 created, 0 updated, 0 unchanged"), "{first}");
 
     let export = env.run(&["workspace", "export"], None);
     assert!(export.status.success());
     let exported = String::from_utf8(export.stdout).unwrap();
-    assert!(!exported.contains("s3cret-value"), "secrets are never exported:\n{exported}");
+    assert!(!exported.contains(SECRET), "secrets are never exported:\n{exported}");
     assert!(exported.contains("SY_TEST_HOOK_TOKEN"), "{exported}");
     assert!(exported.contains("wk_web_example"), "{exported}");
     let parsed: toml::Value = toml::from_str(&exported).unwrap();
     let dest = &parsed["destinations"][0];
-    assert_eq!(dest["settings"]["token"]["env"].as_str(), Some("SY_TEST_HOOK_TOKEN"));
+    assert_eq!(dest["settings"]["signing_secret"]["env"].as_str(), Some("SY_TEST_HOOK_TOKEN"));
     assert_eq!(dest["sources"].as_array().unwrap().len(), 2);
 
     let again = env.dir.path().join("exported.toml");
     std::fs::write(&again, &exported).unwrap();
     let second = apply(&again);
-    assert!(second.starts_with("0 created, 0 updated, 3 unchanged"), "{second}");
+    assert!(second.contains("0 created, 0 updated, 3 unchanged"), "{second}");
     let second = apply(&file);
-    assert!(second.starts_with("0 created, 0 updated, 3 unchanged"), "{second}");
+    assert!(second.contains("0 created, 0 updated, 3 unchanged"), "{second}");
     let export2 = String::from_utf8(env.run(&["workspace", "export"], None).stdout).unwrap();
     assert_eq!(exported, export2);
 
     // A change is applied and audited; the API sees the sources.
-    std::fs::write(&file, FILE.replace("retries = 3", "retries = 4")).unwrap();
+    std::fs::write(&file, FILE.replace("method = \"POST\"", "method = \"PUT\"")).unwrap();
     let third = apply(&file);
-    assert!(third.starts_with("0 created, 1 updated, 2 unchanged"), "{third}");
+    assert!(third.contains("0 created, 1 updated, 2 unchanged"), "{third}");
     let token = env.token("t", "admin");
     let server = env.start().await;
     let c = server.client();
@@ -71,7 +73,7 @@ async fn apply_export_apply_is_idempotent(db: Db) {
     let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(actions.iter().filter(|a| **a == "destination.update").count(), 1, "{actions:?}");
     assert_eq!(actions.iter().filter(|a| **a == "source.create").count(), 2, "{actions:?}");
-    assert!(!audit.to_string().contains("s3cret-value"), "the audit log holds no secret values");
+    assert!(!audit.to_string().contains(SECRET), "the audit log holds no secret values");
 }
 both!(apply_export_apply_is_idempotent);
 
@@ -83,6 +85,9 @@ async fn bad_files_exit_2_naming_the_problem() {
         ("[[destinations]]\nname = \"d\"\nintegration = \"webhook\"\nsources = [\"nope\"]\n", "source 'nope'"),
         ("[[destinations]]\nname = \"d\"\nintegration = \"webhook\"\n[destinations.settings]\nkey = { env = \"SY_TEST_UNSET_VAR\" }\n", "SY_TEST_UNSET_VAR"),
         ("[[sources]]\nname = \"has space\"\n", "has space"),
+        ("[[destinations]]\nname = \"d\"\nintegration = \"webhook\"\n[destinations.settings]\nmethod = \"GET\"\n", "destination 'd': settings.url is required"),
+        ("[[destinations]]\nname = \"d\"\nintegration = \"no-such-thing\"\n", "'no-such-thing' is not in the catalog"),
+        ("[[sources]]\nname = \"s\"\n[[destinations]]\nname = \"d\"\nintegration = \"slack\"\n[destinations.settings]\nwebhook_url = \"http://x.example\"\n", "settings.webhook_url must start with https://"),
     ];
     for (i, (text, needle)) in cases.iter().enumerate() {
         let file = env.dir.path().join(format!("bad{i}.toml"));
@@ -92,6 +97,8 @@ async fn bad_files_exit_2_naming_the_problem() {
         assert_eq!(out.status.code(), Some(2), "{text}: {err}");
         assert!(err.contains(needle), "{text}: {err}");
     }
+    let export = String::from_utf8(env.run(&["workspace", "export"], None).stdout).unwrap();
+    assert!(!export.contains("[[sources]]"), "a refused file applies nothing: {export}");
 }
 
 #[tokio::test]

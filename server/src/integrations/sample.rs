@@ -1,0 +1,67 @@
+//! Test deliveries: a sample event of a type the integration takes, and redaction of secrets from
+//! the requests shown back to the user.
+
+use model::integration::{Manifest, Request};
+use serde_json::{json, Map, Value};
+
+/// A realistic event of the integration's first event type.
+pub fn event(m: &Manifest) -> Value {
+    let ty = m.capabilities.event_types.first().map(String::as_str).unwrap_or("track");
+    let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let mut e = json!({
+        "type": ty,
+        "messageId": format!("test-{}", ulid::Ulid::new().to_string().to_lowercase()),
+        "userId": "test-user-1",
+        "anonymousId": "test-anonymous-1",
+        "timestamp": now,
+        "context": {"ip": "203.0.113.7", "userAgent": "Switchyard test delivery",
+            "traits": {"email": "test.user@example.com"}, "library": {"name": "switchyard-test", "version": "1"}},
+    });
+    let o = e.as_object_mut().expect("object");
+    match ty {
+        "track" => {
+            o.insert("event".into(), json!("Order Completed"));
+            o.insert("properties".into(), json!({"order_id": "T-1001", "revenue": 42.5, "currency": "EUR",
+                "products": [{"product_id": "p1", "sku": "SKU-1", "name": "Test product", "price": 42.5, "quantity": 1}]}));
+        }
+        "identify" => {
+            o.insert("traits".into(), json!({"email": "test.user@example.com", "firstName": "Test", "lastName": "User", "plan": "pro"}));
+        }
+        "page" | "screen" => {
+            o.insert("name".into(), json!("Home"));
+            o.insert("properties".into(), json!({"url": "https://www.example.com/", "title": "Home", "path": "/"}));
+        }
+        "group" => {
+            o.insert("groupId".into(), json!("test-group-1"));
+            o.insert("traits".into(), json!({"name": "Example Inc."}));
+        }
+        "alias" => {
+            o.insert("previousId".into(), json!("test-anonymous-1"));
+        }
+        _ => {}
+    }
+    e
+}
+
+/// Secret values (and header values that carry credentials) replaced by the mask.
+pub fn redact(request: &Request, secrets: &[String]) -> Value {
+    let mut v = serde_json::to_value(request).unwrap_or_default();
+    if let Some(h) = v.get_mut("headers").and_then(Value::as_object_mut) {
+        for (k, val) in h.iter_mut() {
+            let k = k.to_ascii_lowercase();
+            if k == "authorization" || k == "proxy-authorization" || k.contains("api-key") || k.contains("token") || k.contains("secret") {
+                *val = Value::String(super::settings::MASK.into());
+            }
+        }
+    }
+    let mut text = v.to_string();
+    for s in secrets.iter().filter(|s| s.len() >= 4) {
+        text = text.replace(s.as_str(), super::settings::MASK);
+    }
+    serde_json::from_str(&text).unwrap_or(v)
+}
+
+/// The values of the secret settings (production and test).
+pub fn secret_values(secrets: &Map<String, Value>) -> Vec<String> {
+    secrets.values().filter_map(Value::as_str).map(String::from).collect()
+}
