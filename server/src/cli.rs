@@ -234,8 +234,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Integrations(c) => crate::integrations::cli::run(c),
         Command::Workspace(WorkspaceCommand::Export) => {
+            let integrations = crate::integrations::Integrations::load(&crate::keys::load(&config)?, config.allow_private_destinations)?;
             let store = open(&config).await?;
-            let ws = crate::workspace::export(&store).await?;
+            let ws = crate::workspace::export(&store, &integrations).await?;
             print!("{}", crate::workspace::to_toml(&ws)?);
             Ok(())
         }

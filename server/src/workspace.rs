@@ -234,7 +234,7 @@ async fn apply_destination(
 }
 
 /// The current sources and destinations as a workspace file.
-pub async fn export(store: &Store) -> anyhow::Result<WorkspaceFile> {
+pub async fn export(store: &Store, integrations: &Integrations) -> anyhow::Result<WorkspaceFile> {
     let mut conn = store.pool().acquire().await?;
     let sources = store::all_sources(&mut conn)
         .await?
@@ -251,7 +251,11 @@ pub async fn export(store: &Store) -> anyhow::Result<WorkspaceFile> {
         .await?
         .into_iter()
         .map(|d| {
-            let mut settings = d.settings;
+            // Passwords inside URL settings are masked; applying the file back keeps them.
+            let mut settings = match integrations.catalog.get(&d.integration) {
+                Some(l) => crate::integrations::settings::mask(l, &d.settings),
+                None => d.settings,
+            };
             for (key, var) in &d.settings_env {
                 if let Some(var) = var.as_str() {
                     settings.insert(key.clone(), env_value(var));

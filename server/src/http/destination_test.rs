@@ -36,6 +36,8 @@ pub struct TestIn {
 pub struct TestOut {
     #[schema(value_type = Object)]
     pub event: Value,
+    /// Set when the destination's filters or the event's `integrations` object keep the event out.
+    pub filtered: Option<String>,
     pub results: Vec<TestResult>,
 }
 
@@ -89,11 +91,14 @@ async fn test_delivery(_auth: Auth<Editor>, State(state): State<AppState>, Path(
         Some(_) => return Err(ApiError::field("event", "must be an object")),
         None => sample::event(m),
     };
+    if let Some(reason) = crate::integrations::route::filtered(&loaded, &row.name, &row.filters, &event) {
+        return Ok(Json(TestOut { event, filtered: Some(reason), results: Vec::new() }));
+    }
     let prepared = Prepared::new(m, &row.actions).map_err(|e| ApiError::field(&e.at, e.message))?;
     let settings = effective_settings(&full, true);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let built = handlers::for_handler(m.handler.as_deref()).map(&prepared, &settings, std::slice::from_ref(&event), now);
-    let secrets = sample::secret_values(&state.integrations.cipher.open(&row.secrets)?);
+    let secrets = sample::secret_values(&state.integrations.cipher.open(&row.secrets)?, &full);
     let transport = state.integrations.transports.get(&m.capabilities.transport);
     let mut results = Vec::new();
     for b in built {
@@ -109,5 +114,5 @@ async fn test_delivery(_auth: Auth<Editor>, State(state): State<AppState>, Path(
             Built::Rejected { action, reason, .. } => results.push(TestResult { action, request: None, attempt: None, rejected: Some(reason) }),
         }
     }
-    Ok(Json(TestOut { event, results }))
+    Ok(Json(TestOut { event, filtered: None, results }))
 }

@@ -9,6 +9,7 @@ pub mod auth;
 mod limiter;
 mod ops;
 mod pages;
+mod preview;
 mod privacy;
 pub mod problem;
 mod sources;
@@ -131,6 +132,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(catalog::router())
         .merge(destinations::router())
         .merge(destination_test::router())
+        .merge(preview::router())
         .merge(audit::router())
         .merge(privacy::router())
         .split_for_parts()

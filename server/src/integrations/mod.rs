@@ -6,6 +6,7 @@ pub mod cli;
 pub mod fixtures;
 pub mod handlers;
 pub mod destination;
+pub mod route;
 pub mod sample;
 pub mod settings;
 

@@ -61,7 +61,10 @@ pub fn redact(request: &Request, secrets: &[String]) -> Value {
     serde_json::from_str(&text).unwrap_or(v)
 }
 
-/// The values of the secret settings (production and test).
-pub fn secret_values(secrets: &Map<String, Value>) -> Vec<String> {
-    secrets.values().filter_map(Value::as_str).map(String::from).collect()
+/// The values of the secret settings (production and test) and the passwords in URL settings.
+pub fn secret_values(secrets: &Map<String, Value>, settings: &Map<String, Value>) -> Vec<String> {
+    let mut out: Vec<String> = secrets.values().filter_map(Value::as_str).map(String::from).collect();
+    let urls = settings.values().chain(settings.get("test_values").and_then(Value::as_object).into_iter().flat_map(|t| t.values()));
+    out.extend(urls.filter_map(Value::as_str).filter_map(super::settings::url_secret).map(String::from));
+    out
 }

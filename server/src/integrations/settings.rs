@@ -43,7 +43,38 @@ pub fn prepare(loaded: &Loaded, incoming: &Map<String, Value>, existing: Option<
     }
 }
 
+/// The password in a URL's user info (`scheme://user:password@host/…`), as byte range.
+fn url_password(url: &str) -> Option<std::ops::Range<usize>> {
+    let start = url.find("://")? + 3;
+    let authority_end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    let at = url[start..authority_end].rfind('@')? + start;
+    let colon = url[start..at].find(':')? + start;
+    (colon + 1 < at).then_some(colon + 1..at)
+}
+
+/// The URL with its password replaced by the mask.
+pub fn mask_url(url: &str) -> String {
+    match url_password(url) {
+        Some(r) => format!("{}{MASK}{}", &url[..r.start], &url[r.end..]),
+        None => url.to_string(),
+    }
+}
+
+/// The password of a URL, if it has one (a secret to redact).
+pub fn url_secret(url: &str) -> Option<&str> {
+    url_password(url).map(|r| &url[r])
+}
+
 fn keep_secrets(fields: &[Field], s: &mut Map<String, Value>, existing: Option<&Map<String, Value>>) {
+    // A URL sent back with its password masked keeps the stored password.
+    for f in fields.iter().filter(|f| f.ty == FieldType::Url) {
+        let old = existing.and_then(|e| e.get(&f.key)).and_then(Value::as_str);
+        if let (Some(Value::String(new)), Some(old)) = (s.get_mut(&f.key), old) {
+            if let (Some(r), Some(pw)) = (url_password(new).filter(|r| &new[r.clone()] == MASK), url_secret(old)) {
+                *new = format!("{}{pw}{}", &new[..r.start], &new[r.end..]);
+            }
+        }
+    }
     for f in fields.iter().filter(|f| is_secret(f)) {
         let sent = s.get(&f.key);
         let masked = sent.is_none() || sent.and_then(Value::as_str) == Some(MASK);
@@ -78,9 +109,11 @@ pub fn mask(loaded: &Loaded, settings: &Map<String, Value>) -> Map<String, Value
 }
 
 fn mask_in(fields: &[Field], s: &mut Map<String, Value>) {
-    for f in fields.iter().filter(|f| is_secret(f)) {
-        if let Some(v) = s.get_mut(&f.key) {
-            *v = Value::String(MASK.into());
+    for f in fields {
+        match (f.ty, s.get_mut(&f.key)) {
+            (FieldType::Secret, Some(v)) => *v = Value::String(MASK.into()),
+            (FieldType::Url, Some(Value::String(u))) => *u = mask_url(u),
+            _ => {}
         }
     }
 }
@@ -131,4 +164,17 @@ pub fn check_actions(loaded: &Loaded, actions: &Map<String, Value>, condition: O
         errors.push(FieldError { field: "filters.condition".into(), message: m });
     }
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_passwords_are_masked_and_kept() {
+        assert_eq!(mask_url("amqp://guest:guest@127.0.0.1:5672/%2f"), format!("amqp://guest:{MASK}@127.0.0.1:5672/%2f"));
+        assert_eq!(mask_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(mask_url("https://h.example/a@b"), "https://h.example/a@b");
+        assert_eq!(url_secret("postgres://u:p%40ss@db/x"), Some("p%40ss"));
+    }
 }

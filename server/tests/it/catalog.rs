@@ -108,6 +108,19 @@ async fn destinations_are_validated_and_secrets_masked(db: Db) {
     assert!(actions.contains(&"destination.secret.reveal") && actions.contains(&"destination.secret.rotate"), "{actions:?}");
     assert!(!audit.to_string().contains("whsec_"), "no secret in the audit log");
 
+    // A password inside a URL setting is a secret too: masked, kept when sent back masked.
+    let body = json!({"name": "mq", "integration": "rabbitmq", "settings": {"url": "amqp://guest:guest@127.0.0.1:5672/%2f"}});
+    let d: Value = post(body).await.unwrap().json().await.unwrap();
+    assert_eq!(d["settings"]["url"], format!("amqp://guest:{MASK}@127.0.0.1:5672/%2f"));
+    let mq = d["id"].as_str().unwrap();
+    let patch = json!({"settings": d["settings"].clone()});
+    let r = c.patch(server.at(&format!("/api/destinations/{mq}"))).bearer_auth(&admin).json(&patch).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let conn: Value = c.post(server.at(&format!("/api/destinations/{mq}/test-connection"))).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+    assert_eq!(conn["ok"], true, "the stored password was kept: {conn}");
+    let export = String::from_utf8(env.run(&["workspace", "export"], None).stdout).unwrap();
+    assert!(export.contains(&format!("guest:{MASK}@")), "{export}");
+
     let r = c.delete(server.at(&format!("/api/destinations/{id}"))).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(r.status(), 204);
     let r = c.get(server.at(&format!("/api/destinations/{id}"))).bearer_auth(&admin).send().await.unwrap();

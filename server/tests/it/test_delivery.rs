@@ -89,3 +89,56 @@ async fn sends_to_private_addresses_are_refused_at_send_time() {
     assert!(attempt["detail"].as_str().unwrap().contains("private address"), "{out}");
     assert!(rx.requests().is_empty());
 }
+
+#[tokio::test]
+async fn filters_and_the_integrations_object_keep_events_out() {
+    let env = crate::env_or_skip!(Db::Sqlite);
+    let admin = env.token("a", "admin");
+    let server = env.start_with(&["--allow-private-destinations"]).await;
+    let rx = Receiver::start().await;
+    let c = server.client();
+    let body = json!({"name": "orders", "integration": "webhook", "settings": {"url": rx.url},
+        "filters": {"allow_events": ["Order Completed"], "condition": "properties.total | float >= 10"}});
+    let d: Value = c.post(server.at("/api/destinations")).bearer_auth(&admin).json(&body).send().await.unwrap().json().await.unwrap();
+    let id = d["id"].as_str().unwrap();
+    let send = |event: Value| c.post(server.at(&format!("/api/destinations/{id}/test"))).bearer_auth(&admin).json(&json!({"event": event})).send();
+    let cases = [
+        (json!({"type": "track", "event": "Order Completed", "messageId": "1", "properties": {"total": 12}}), None),
+        (json!({"type": "track", "event": "Signed Up", "messageId": "2"}), Some("not on the allow list")),
+        (json!({"type": "track", "event": "Order Completed", "messageId": "3", "properties": {"total": 5}}), Some("does not hold")),
+        (json!({"type": "track", "event": "Order Completed", "messageId": "4", "properties": {"total": 50}, "integrations": {"All": false}}), Some("integrations object")),
+        (json!({"type": "track", "event": "Order Completed", "messageId": "5", "properties": {"total": 50}, "integrations": {"All": false, "orders": true}}), None),
+        (json!({"type": "track", "event": "Order Completed", "messageId": "6", "properties": {"total": 50}, "integrations": {"Webhook": false}}), Some("integrations object")),
+    ];
+    for (event, want) in cases {
+        let out: Value = send(event.clone()).await.unwrap().json().await.unwrap();
+        match want {
+            None => assert_eq!(out["results"][0]["attempt"]["outcome"], "delivered", "{event}: {out}"),
+            Some(w) => assert!(out["filtered"].as_str().is_some_and(|f| f.contains(w)), "{event}: {out}"),
+        }
+    }
+    let ids: Vec<String> = rx.requests().iter().map(|r| r.headers["webhook-id"].to_str().unwrap().to_string()).collect();
+    assert_eq!(ids, ["1", "5"]);
+    // A condition that does not compile is refused on save.
+    let r = c.patch(server.at(&format!("/api/destinations/{id}"))).bearer_auth(&admin).json(&json!({"filters": {"condition": "type =="}})).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+}
+
+#[tokio::test]
+async fn mapping_preview_maps_without_sending() {
+    let env = crate::env_or_skip!(Db::Sqlite);
+    let editor = env.token("e", "editor");
+    let server = env.start().await;
+    let c = server.client();
+    let body = json!({"settings": {"webhook_url": "https://hooks.slack.com/services/T/B/X"},
+        "actions": {"post_event": {"mapping": {"text": "{{ properties.total }} from {{ userId }}"}}},
+        "event": {"type": "track", "event": "Order Completed", "userId": "u7", "properties": {"total": 30}}});
+    let out: Value = c.post(server.at("/api/catalog/slack/preview")).bearer_auth(&editor).json(&body).send().await.unwrap().json().await.unwrap();
+    assert_eq!(out["results"][0]["request"]["json"]["text"], "30 from u7", "{out}");
+    assert_eq!(out["results"][0]["request"]["url"], "https://hooks.slack.com/services/T/B/X");
+    let bad = json!({"actions": {"post_event": {"mapping": {"text": {"@path": "properties"}}}}});
+    let r = c.post(server.at("/api/catalog/slack/preview")).bearer_auth(&editor).json(&bad).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    let p: Value = r.json().await.unwrap();
+    assert!(p.to_string().contains("actions.post_event.fields.text"), "{p}");
+}
