@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod deliver;
 pub mod http;
 pub mod ingest;
 pub mod integrations;

@@ -46,6 +46,10 @@ pub struct DestinationIn {
     /// Source ids or names.
     #[serde(default)]
     pub sources: Vec<String>,
+    /// Retry options: `schedule` (seconds after each failure), `then_every`, `max_age_secs`,
+    /// `max_attempts`, `retry_after_cap_secs`.
+    #[schema(value_type = Object)]
+    pub delivery: Option<Value>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -61,6 +65,8 @@ pub struct DestinationPatch {
     #[schema(value_type = Object)]
     pub filters: Option<Value>,
     pub sources: Option<Vec<String>>,
+    #[schema(value_type = Object)]
+    pub delivery: Option<Value>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -120,6 +126,20 @@ async fn check_private(state: &AppState, write: &store::DestinationWrite) -> Api
     }
 }
 
+/// Checks and stores a destination's retry options.
+async fn set_delivery(conn: &mut AnyConnection, id: &str, delivery: Option<Value>) -> ApiResult<()> {
+    let Some(v) = delivery else { return Ok(()) };
+    let patch: crate::deliver::schedule::PolicyPatch = serde_json::from_value(v.clone()).map_err(|e| ApiError::field("delivery", e.to_string()))?;
+    patch.check().map_err(|m| ApiError::field("delivery", m))?;
+    sqlx::query("UPDATE destinations SET delivery = $1 WHERE id = $2")
+        .bind(serde_json::to_string(&v).unwrap_or_default())
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .map_err(anyhow::Error::from)?;
+    Ok(())
+}
+
 fn check_name(name: &str) -> ApiResult<()> {
     model::workspace::check_name(name).map_err(|m| ApiError::field("name", m))
 }
@@ -153,6 +173,7 @@ async fn create_destination(auth: Auth<Editor>, State(state): State<AppState>, A
     let write = destination::check(&state.integrations.catalog, &state.integrations.cipher, input, None).map_err(ApiError::Validation)?;
     check_private(&state, &write).await?;
     let id = store::create_destination(&mut tx, &auth.actor, &name, &write).await?;
+    set_delivery(&mut tx, &id, body.delivery).await?;
     let row = found(&mut tx, &id).await?;
     tx.commit().await.map_err(anyhow::Error::from)?;
     Ok((StatusCode::CREATED, Json(out(&state, row))))
@@ -199,6 +220,7 @@ async fn update_destination(auth: Auth<Editor>, State(state): State<AppState>, P
             .map_err(|e| store::map_unique(e, "destination name", &name))?;
     }
     store::update_destination(&mut tx, &auth.actor, &id, &name, &write).await?;
+    set_delivery(&mut tx, &id, body.delivery).await?;
     let row = found(&mut tx, &id).await?;
     tx.commit().await.map_err(anyhow::Error::from)?;
     Ok(Json(out(&state, row)))

@@ -3,6 +3,7 @@
 mod account;
 mod audit;
 mod catalog;
+mod deliveries;
 mod destination_test;
 mod destinations;
 pub mod auth;
@@ -133,6 +134,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(destinations::router())
         .merge(destination_test::router())
         .merge(preview::router())
+        .merge(deliveries::router())
         .merge(audit::router())
         .merge(privacy::router())
         .split_for_parts()
@@ -239,6 +241,7 @@ pub async fn serve(
             }
         }
     });
+    let engine = crate::deliver::start(store.clone(), state.integrations.clone(), state.shutdown.clone());
     let app = router(state, &keys.session);
     tracing::info!("listening on http://{bound}");
     let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -248,6 +251,8 @@ pub async fn serve(
         })
         .await;
     sweeper.abort();
+    // The engine stops claiming at once and gives in-flight deliveries a deadline.
+    let _ = tokio::time::timeout(Duration::from_secs(15), engine).await;
     // Every handler is done, so every writer handle is dropped: wait for the last commits.
     let _ = writer_done.await;
     tracing::info!("stopped");

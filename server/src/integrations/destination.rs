@@ -96,6 +96,11 @@ pub struct DestinationOut {
     /// `ok` or `misconfigured`.
     pub status: String,
     pub status_reason: Option<String>,
+    /// Delivery is paused until this time (ms since the epoch): by a 429/503 or by hand.
+    pub paused_until: Option<i64>,
+    /// Retry options.
+    #[schema(value_type = Object)]
+    pub delivery: Value,
 }
 
 pub fn out(catalog: &Catalog, cipher: &Cipher, row: DestinationRow) -> DestinationOut {
@@ -121,6 +126,8 @@ pub fn out(catalog: &Catalog, cipher: &Cipher, row: DestinationRow) -> Destinati
         sources: row.sources,
         status: row.status,
         status_reason: row.status_reason,
+        paused_until: row.paused_until,
+        delivery: row.delivery,
     }
 }
 

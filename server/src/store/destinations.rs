@@ -26,6 +26,10 @@ pub struct DestinationRow {
     /// `ok` or `misconfigured`.
     pub status: String,
     pub status_reason: Option<String>,
+    /// Paused (by a 429/503, the circuit breaker or by hand) until this time (ms), if set.
+    pub paused_until: Option<i64>,
+    /// Retry options (`deliver::schedule::PolicyPatch`).
+    pub delivery: Value,
 }
 
 /// What a write sets on a destination.
@@ -69,6 +73,8 @@ async fn from_row(conn: &mut AnyConnection, row: &AnyRow) -> Result<DestinationR
         filters: serde_json::from_str(&get::<String>(row, "filters")?).unwrap_or_default(),
         status: get(row, "status")?,
         status_reason: get(row, "status_reason")?,
+        paused_until: get(row, "paused_until")?,
+        delivery: serde_json::from_str(&get::<String>(row, "delivery")?).unwrap_or_default(),
     })
 }
 

@@ -56,6 +56,15 @@ pub fn classify(status: u16) -> Outcome {
     }
 }
 
+/// `Retry-After` as seconds: a number of seconds, or an HTTP date.
+pub fn retry_after_secs(v: &str) -> Option<f64> {
+    if let Ok(n) = v.trim().parse::<f64>() {
+        return (n.is_finite() && n >= 0.0).then_some(n);
+    }
+    let at = time::OffsetDateTime::parse(v.trim(), &time::format_description::well_known::Rfc2822).ok()?;
+    Some(((at - time::OffsetDateTime::now_utc()).as_seconds_f64()).max(0.0))
+}
+
 fn cut(mut s: String) -> String {
     if s.len() > KEEP_BODY {
         let mut end = KEEP_BODY;
@@ -106,16 +115,13 @@ impl Transport for Http {
         match req.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
-                let mut body = cut(resp.text().await.unwrap_or_default());
-                if let Some(ra) = retry_after {
-                    body = format!("[retry-after: {ra}] {body}");
-                }
+                let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(retry_after_secs);
+                let body = cut(resp.text().await.unwrap_or_default());
                 let outcome = match status {
                     300..=399 => Outcome::Permanent,
                     s => classify(s),
                 };
-                Attempt::timed(started, outcome, Some(status), body)
+                Attempt { retry_after, ..Attempt::timed(started, outcome, Some(status), body) }
             }
             Err(e) => {
                 let msg = describe(&e);

@@ -34,11 +34,14 @@ pub struct Attempt {
     /// The response body (cut) or the broker's acknowledgement or the error.
     pub detail: String,
     pub latency_ms: u64,
+    /// Seconds the destination asked to wait (`Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<f64>,
 }
 
 impl Attempt {
     fn timed(started: Instant, outcome: Outcome, status: Option<u16>, detail: impl Into<String>) -> Attempt {
-        Attempt { outcome, status, detail: detail.into(), latency_ms: started.elapsed().as_millis() as u64 }
+        Attempt { outcome, status, detail: detail.into(), latency_ms: started.elapsed().as_millis() as u64, retry_after: None }
     }
 }
 

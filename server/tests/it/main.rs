@@ -5,6 +5,7 @@ mod harness;
 mod accounts;
 mod brokers;
 mod catalog;
+mod delivery;
 mod receiver;
 mod test_delivery;
 mod api;

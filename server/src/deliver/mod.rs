@@ -1,0 +1,106 @@
+//! The delivery engine: a router that turns stored events into deliveries, and workers that
+//! send them with retries, dead-letter, ordering per user and an attempt log (see README).
+
+pub mod queue;
+pub mod router;
+pub mod schedule;
+pub mod worker;
+
+use crate::integrations::Integrations;
+use crate::store::Store;
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+const IDLE: Duration = Duration::from_millis(50);
+const LEASE_MS: i64 = 60_000;
+const CLAIM: i64 = 64;
+const CONCURRENCY: usize = 16;
+/// In-flight deliveries get this long to finish at shutdown; the rest are released.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Starts the router and the workers; they stop when `shutdown` turns true.
+pub fn start(store: Store, integrations: Integrations, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    let mut router = router::Router::new(store.clone(), integrations.clone());
+    let mut stop_router = shutdown.clone();
+    let routing = tokio::spawn(async move {
+        loop {
+            match router.step().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "router step failed"),
+            }
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep(IDLE) => false,
+                r = stop_router.wait_for(|s| *s) => r.is_ok(),
+            };
+            if stopping {
+                break;
+            }
+        }
+    });
+    let worker = Arc::new(worker::Worker { store: store.clone(), integrations, base_policy: schedule::RetryPolicy::default() });
+    tokio::spawn(async move {
+        let mut last_sweep = std::time::Instant::now() - Duration::from_secs(60);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if last_sweep.elapsed() >= Duration::from_secs(1) {
+                last_sweep = std::time::Instant::now();
+                if let Err(e) = queue::release_expired(&store).await {
+                    tracing::warn!(error = %e, "cannot release expired leases");
+                }
+                if let Ok((depth, oldest)) = queue::depth(&store).await {
+                    metrics::gauge!("switchyard_queue_depth").set(depth as f64);
+                    metrics::gauge!("switchyard_queue_oldest_age_seconds").set(oldest as f64 / 1000.0);
+                }
+            }
+            let jobs = match queue::claim(&store, CLAIM, LEASE_MS).await {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim deliveries");
+                    Vec::new()
+                }
+            };
+            if jobs.is_empty() {
+                let stopping = tokio::select! {
+                    _ = tokio::time::sleep(IDLE) => false,
+                    r = shutdown.wait_for(|s| *s) => r.is_ok(),
+                };
+                if stopping {
+                    break;
+                }
+                continue;
+            }
+            let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+            let run = futures_util::stream::iter(jobs)
+                .map(|job| {
+                    let w = worker.clone();
+                    async move {
+                        let id = job.id.clone();
+                        if let Err(e) = w.run(job).await {
+                            tracing::warn!(delivery = %id, error = %e, "delivery failed; its lease will bring it back");
+                        }
+                    }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect::<Vec<()>>();
+            let mut stop = shutdown.clone();
+            tokio::pin!(run);
+            let stopping = tokio::select! {
+                _ = &mut run => false,
+                r = stop.wait_for(|s| *s) => r.is_ok(),
+            };
+            if stopping {
+                // Stop claiming; give what is in flight a deadline, then hand the rest back.
+                if tokio::time::timeout(DRAIN, &mut run).await.is_err() {
+                    let _ = queue::release(&store, &ids).await;
+                }
+                break;
+            }
+        }
+        let _ = routing.await;
+    })
+}

@@ -1,0 +1,255 @@
+//! The durable queue in the database: delivery rows and their states, claims with a lease
+//! (`FOR UPDATE SKIP LOCKED` on PostgreSQL), attempts, dead letters and replays.
+
+use crate::store::{get, new_id, now_ms, Backend, Store};
+use serde::Serialize;
+use sqlx::Row;
+
+/// A claimed delivery.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    pub destination_id: String,
+    pub event_seq: i64,
+    pub message_id: String,
+    pub attempts: i64,
+    pub created_at: i64,
+}
+
+/// Claims due deliveries: not paused, enabled destinations, and, in ordered lanes, only the
+/// oldest unfinished event of each user.
+pub async fn claim(store: &Store, limit: i64, lease_ms: i64) -> anyhow::Result<Vec<Job>> {
+    let now = now_ms();
+    let lock = if store.backend() == Backend::Postgres { "FOR UPDATE OF d SKIP LOCKED" } else { "" };
+    let sql = format!(
+        "UPDATE deliveries SET state = 'in_flight', lease_until = $1, updated_at = $2 WHERE id IN (
+            SELECT d.id FROM deliveries d JOIN destinations x ON x.id = d.destination_id
+            WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= $2 AND x.enabled = 1
+              AND (x.paused_until IS NULL OR x.paused_until <= $2)
+              AND (d.order_key IS NULL OR NOT EXISTS (
+                  SELECT 1 FROM deliveries e WHERE e.destination_id = d.destination_id AND e.order_key = d.order_key
+                    AND e.event_seq < d.event_seq AND e.state IN ('pending', 'retrying', 'in_flight')))
+            ORDER BY d.next_attempt_at, d.event_seq LIMIT $3 {lock})
+         RETURNING id, destination_id, event_seq, message_id, attempts, created_at"
+    );
+    let mut tx = store.begin().await?;
+    let rows = sqlx::query(&sql).bind(now + lease_ms).bind(now).bind(limit).fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    let mut jobs = Vec::with_capacity(rows.len());
+    for r in &rows {
+        jobs.push(Job {
+            id: get(r, "id")?,
+            destination_id: get(r, "destination_id")?,
+            event_seq: get(r, "event_seq")?,
+            message_id: get(r, "message_id")?,
+            attempts: get::<i64>(r, "attempts")?,
+            created_at: get(r, "created_at")?,
+        });
+    }
+    jobs.sort_by_key(|j| j.event_seq);
+    Ok(jobs)
+}
+
+/// Jobs of a crashed or stopped worker come back when their lease ends.
+pub async fn release_expired(store: &Store) -> anyhow::Result<u64> {
+    let done = sqlx::query("UPDATE deliveries SET state = 'retrying', lease_until = NULL WHERE state = 'in_flight' AND lease_until < $1")
+        .bind(now_ms())
+        .execute(store.pool())
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Gives claimed jobs back at once (shutdown).
+pub async fn release(store: &Store, ids: &[String]) -> anyhow::Result<()> {
+    for id in ids {
+        sqlx::query("UPDATE deliveries SET state = 'retrying', lease_until = NULL WHERE id = $1 AND state = 'in_flight'")
+            .bind(id)
+            .execute(store.pool())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Sets a delivery's end state or next attempt.
+pub async fn finish(store: &Store, id: &str, state: &str, attempts: i64, next_attempt_at: i64, reason: Option<&str>) -> anyhow::Result<()> {
+    sqlx::query("UPDATE deliveries SET state = $1, attempts = $2, next_attempt_at = $3, reason = $4, lease_until = NULL, updated_at = $5 WHERE id = $6")
+        .bind(state)
+        .bind(attempts)
+        .bind(next_attempt_at)
+        .bind(reason)
+        .bind(now_ms())
+        .bind(id)
+        .execute(store.pool())
+        .await?;
+    Ok(())
+}
+
+pub async fn pause_destination(store: &Store, destination_id: &str, until: Option<i64>) -> anyhow::Result<()> {
+    sqlx::query("UPDATE destinations SET paused_until = $1 WHERE id = $2").bind(until).bind(destination_id).execute(store.pool()).await?;
+    Ok(())
+}
+
+pub struct NewAttempt<'a> {
+    pub job: &'a Job,
+    pub latency_ms: i64,
+    pub outcome: &'a str,
+    pub status: Option<i64>,
+    pub request: String,
+    pub response: String,
+}
+
+pub async fn record_attempt(store: &Store, a: NewAttempt<'_>) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO attempts (id, delivery_id, destination_id, message_id, at, latency_ms, outcome, status, request, response) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(new_id("att"))
+    .bind(&a.job.id)
+    .bind(&a.job.destination_id)
+    .bind(&a.job.message_id)
+    .bind(now_ms())
+    .bind(a.latency_ms)
+    .bind(a.outcome)
+    .bind(a.status)
+    .bind(a.request)
+    .bind(a.response)
+    .execute(store.pool())
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeliveryOut {
+    pub id: String,
+    pub message_id: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AttemptOut {
+    pub id: String,
+    pub delivery_id: String,
+    pub message_id: String,
+    pub at: i64,
+    pub latency_ms: i64,
+    /// `delivered`, `retryable`, `permanent` or `rejected`.
+    pub outcome: String,
+    pub status: Option<i64>,
+    #[schema(value_type = Object)]
+    pub request: serde_json::Value,
+    pub response: String,
+}
+
+/// Deliveries of a destination, newest first; `state` filters.
+pub async fn deliveries(store: &Store, destination_id: &str, state: Option<&str>, limit: i64) -> anyhow::Result<Vec<DeliveryOut>> {
+    let rows = sqlx::query(
+        "SELECT * FROM deliveries WHERE destination_id = $1 AND ($2 = '' OR state = $2) ORDER BY event_seq DESC, id DESC LIMIT $3",
+    )
+    .bind(destination_id)
+    .bind(state.unwrap_or(""))
+    .bind(limit)
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DeliveryOut {
+                id: get(r, "id")?,
+                message_id: get(r, "message_id")?,
+                state: get(r, "state")?,
+                attempts: get::<i64>(r, "attempts")?,
+                next_attempt_at: get(r, "next_attempt_at")?,
+                created_at: get(r, "created_at")?,
+                updated_at: get(r, "updated_at")?,
+                reason: get(r, "reason")?,
+            })
+        })
+        .collect()
+}
+
+/// Attempts of a destination (or of one event), newest first.
+pub async fn attempts(store: &Store, destination_id: &str, message_id: Option<&str>, limit: i64) -> anyhow::Result<Vec<AttemptOut>> {
+    let rows = sqlx::query(
+        "SELECT * FROM attempts WHERE destination_id = $1 AND ($2 = '' OR message_id = $2) ORDER BY at DESC, id DESC LIMIT $3",
+    )
+    .bind(destination_id)
+    .bind(message_id.unwrap_or(""))
+    .bind(limit)
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let request: String = get(r, "request")?;
+            Ok(AttemptOut {
+                id: get(r, "id")?,
+                delivery_id: get(r, "delivery_id")?,
+                message_id: get(r, "message_id")?,
+                at: get(r, "at")?,
+                latency_ms: get(r, "latency_ms")?,
+                outcome: get(r, "outcome")?,
+                status: r.try_get::<Option<i64>, _>("status").ok().flatten(),
+                request: serde_json::from_str(&request).unwrap_or(serde_json::Value::String(request)),
+                response: get(r, "response")?,
+            })
+        })
+        .collect()
+}
+
+/// Puts dead letters back in the queue (all, or the given ids); returns how many, recording the replay.
+pub async fn replay(store: &Store, destination_id: &str, ids: Option<&[String]>, actor: &str, filter: &str) -> anyhow::Result<(String, u64)> {
+    let now = now_ms();
+    let mut tx = store.begin().await?;
+    let mut count = 0;
+    let base = "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = $1, created_at = $1, updated_at = $1, reason = NULL \
+                WHERE destination_id = $2 AND state = 'dead'";
+    match ids {
+        Some(ids) => {
+            for id in ids {
+                count += sqlx::query(&format!("{base} AND id = $3")).bind(now).bind(destination_id).bind(id).execute(&mut *tx).await?.rows_affected();
+            }
+        }
+        None => count = sqlx::query(base).bind(now).bind(destination_id).execute(&mut *tx).await?.rows_affected(),
+    }
+    let replay_id = new_id("rpl");
+    sqlx::query("INSERT INTO replays (id, destination_id, actor, at, count, filter) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(&replay_id)
+        .bind(destination_id)
+        .bind(actor)
+        .bind(now)
+        .bind(count as i64)
+        .bind(filter)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((replay_id, count))
+}
+
+/// Discards dead letters (all, or the given ids).
+pub async fn discard(store: &Store, destination_id: &str, ids: Option<&[String]>) -> anyhow::Result<u64> {
+    let base = "UPDATE deliveries SET state = 'discarded', updated_at = $1 WHERE destination_id = $2 AND state = 'dead'";
+    let now = now_ms();
+    Ok(match ids {
+        Some(ids) => {
+            let mut n = 0;
+            for id in ids {
+                n += sqlx::query(&format!("{base} AND id = $3")).bind(now).bind(destination_id).bind(id).execute(store.pool()).await?.rows_affected();
+            }
+            n
+        }
+        None => sqlx::query(base).bind(now).bind(destination_id).execute(store.pool()).await?.rows_affected(),
+    })
+}
+
+/// Pending and retrying deliveries, and the age of the oldest due one (ms).
+pub async fn depth(store: &Store) -> anyhow::Result<(i64, i64)> {
+    let row = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries WHERE state IN ('pending', 'retrying', 'in_flight')")
+        .fetch_one(store.pool())
+        .await?;
+    let n: i64 = row.try_get("n").unwrap_or(0);
+    let oldest: Option<i64> = row.try_get("oldest").ok().flatten();
+    Ok((n, oldest.map_or(0, |o| now_ms() - o)))
+}
