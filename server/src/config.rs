@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Apply this workspace file at start, before listening.
     #[arg(long, env = "SWITCHYARD_WORKSPACE", value_name = "FILE")]
     pub workspace: Option<PathBuf>,
+    /// What this node does: all (default), ingest (API and tracking, no delivery) or worker
+    /// (delivery; the API is served too)
+    #[arg(long, env = "SWITCHYARD_MODE", value_name = "MODE")]
+    pub mode: Option<String>,
 }
 
 /// The TOML file: the same keys as the flags, in snake_case.
@@ -62,6 +66,23 @@ struct FileConfig {
     dedupe_window_secs: Option<u64>,
     event_retention_days: Option<u64>,
     durability: Option<String>,
+    mode: Option<String>,
+    delivery_lease_secs: Option<u64>,
+}
+
+/// What a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    All,
+    Ingest,
+    Worker,
+}
+
+impl Mode {
+    /// True when this node routes and delivers events.
+    pub fn delivers(self) -> bool {
+        self != Mode::Ingest
+    }
 }
 
 /// How hard a commit holds on (SQLite; PostgreSQL follows its own `synchronous_commit`).
@@ -100,6 +121,9 @@ pub struct Config {
     pub dedupe_window_secs: u64,
     pub event_retention_days: u64,
     pub durability: Durability,
+    pub mode: Mode,
+    /// How long a claimed delivery stays with its worker before another may take it.
+    pub delivery_lease_secs: u64,
 }
 
 /// A number from `SWITCHYARD_<KEY>`, else the file, else the default; at least `min`.
@@ -189,7 +213,15 @@ impl Config {
             Some("fsync") => Durability::Fsync,
             Some(other) => return Err(bad("durability", format!("'{other}' is not one of: normal, fsync"))),
         };
+        let mode = match serve.mode.clone().or(file.mode).as_deref() {
+            None | Some("all") => Mode::All,
+            Some("ingest") => Mode::Ingest,
+            Some("worker") => Mode::Worker,
+            Some(other) => return Err(bad("mode", format!("'{other}' is not one of: all, ingest, worker"))),
+        };
         Ok(Config {
+            mode,
+            delivery_lease_secs: number("delivery_lease_secs", file.delivery_lease_secs, 60, 1)?,
             trusted_proxies,
             max_message_bytes: number("max_message_bytes", file.max_message_bytes, 32 * 1024, 1024)? as usize,
             max_request_bytes: number("max_request_bytes", file.max_request_bytes, 500 * 1024, 1024)? as usize,

@@ -14,14 +14,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 const IDLE: Duration = Duration::from_millis(50);
-const LEASE_MS: i64 = 60_000;
 const CLAIM: i64 = 64;
 const CONCURRENCY: usize = 16;
 /// In-flight deliveries get this long to finish at shutdown; the rest are released.
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// Starts the router and the workers; they stop when `shutdown` turns true.
-pub fn start(store: Store, integrations: Integrations, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+pub fn start(store: Store, integrations: Integrations, lease_ms: i64, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     let mut router = router::Router::new(store.clone(), integrations.clone());
     let mut stop_router = shutdown.clone();
     let routing = tokio::spawn(async move {
@@ -57,7 +56,7 @@ pub fn start(store: Store, integrations: Integrations, mut shutdown: watch::Rece
                     metrics::gauge!("switchyard_queue_oldest_age_seconds").set(oldest as f64 / 1000.0);
                 }
             }
-            let jobs = match queue::claim(&store, CLAIM, LEASE_MS).await {
+            let jobs = match queue::claim(&store, CLAIM, lease_ms).await {
                 Ok(j) => j,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot claim deliveries");

@@ -19,6 +19,7 @@ struct Dest {
     name: String,
     loaded: Arc<Loaded>,
     filters: Value,
+    ordered: bool,
 }
 
 pub struct Router {
@@ -35,7 +36,7 @@ impl Router {
 
     async fn destinations(&self, conn: &mut sqlx::AnyConnection) -> anyhow::Result<HashMap<String, Vec<Dest>>> {
         let rows = sqlx::query(
-            "SELECT d.id, d.name, d.integration, d.filters, ds.source_id FROM destinations d \
+            "SELECT d.id, d.name, d.integration, d.filters, d.delivery, ds.source_id FROM destinations d \
              JOIN destination_sources ds ON ds.destination_id = d.id WHERE d.enabled = 1",
         )
         .fetch_all(&mut *conn)
@@ -45,11 +46,15 @@ impl Router {
             let integration: String = get(r, "integration")?;
             let Some(loaded) = self.integrations.catalog.get(&integration) else { continue };
             let filters: String = get(r, "filters")?;
+            let delivery: String = get(r, "delivery")?;
+            let patch: super::schedule::PolicyPatch = serde_json::from_str(&delivery).unwrap_or_default();
+            let ordered = patch.ordered.unwrap_or(loaded.manifest.capabilities.ordering);
             by_source.entry(get(r, "source_id")?).or_default().push(Dest {
                 id: get(r, "id")?,
                 name: get(r, "name")?,
                 loaded: loaded.clone(),
                 filters: serde_json::from_str(&filters).unwrap_or_default(),
+                ordered,
             });
         }
         Ok(by_source)
@@ -104,7 +109,7 @@ impl Router {
             for d in list {
                 let reason = route::filtered(&d.loaded, &d.name, &d.filters, &event);
                 let state = if reason.is_some() { "filtered" } else { "pending" };
-                let lane = d.loaded.manifest.capabilities.ordering.then(|| lane(&event)).flatten();
+                let lane = d.ordered.then(|| lane(&event)).flatten();
                 sqlx::query(
                     "INSERT INTO deliveries (id, destination_id, event_seq, message_id, order_key, state, attempts, next_attempt_at, created_at, updated_at, reason) \
                      VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, $7, $8)",

@@ -41,6 +41,8 @@ pub struct PolicyPatch {
     pub max_age_secs: Option<f64>,
     pub max_attempts: Option<u32>,
     pub retry_after_cap_secs: Option<f64>,
+    /// Deliver each user's events in order (default: what the integration needs).
+    pub ordered: Option<bool>,
 }
 
 impl PolicyPatch {

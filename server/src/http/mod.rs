@@ -241,7 +241,10 @@ pub async fn serve(
             }
         }
     });
-    let engine = crate::deliver::start(store.clone(), state.integrations.clone(), state.shutdown.clone());
+    let engine = state.config.mode.delivers().then(|| {
+        let lease = (state.config.delivery_lease_secs * 1000) as i64;
+        crate::deliver::start(store.clone(), state.integrations.clone(), lease, state.shutdown.clone())
+    });
     let app = router(state, &keys.session);
     tracing::info!("listening on http://{bound}");
     let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -252,7 +255,9 @@ pub async fn serve(
         .await;
     sweeper.abort();
     // The engine stops claiming at once and gives in-flight deliveries a deadline.
-    let _ = tokio::time::timeout(Duration::from_secs(15), engine).await;
+    if let Some(engine) = engine {
+        let _ = tokio::time::timeout(Duration::from_secs(15), engine).await;
+    }
     // Every handler is done, so every writer handle is dropped: wait for the last commits.
     let _ = writer_done.await;
     tracing::info!("stopped");

@@ -9,19 +9,22 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-struct World {
-    server: TestServer,
-    token: String,
-    key: String,
-    dest: String,
-    rx: Receiver,
+pub struct World {
+    pub server: TestServer,
+    pub token: String,
+    pub key: String,
+    pub dest: String,
+    pub rx: Receiver,
 }
 
 /// A server, a source, a receiver and an enabled webhook destination with a fast retry schedule.
 async fn world(env: &crate::harness::TestEnv, delivery: Value) -> World {
-    let token = env.token("a", "admin");
     let server = env.start_with(&["--allow-private-destinations"]).await;
-    let rx = Receiver::start().await;
+    world_on(env, server, Receiver::start().await, delivery).await
+}
+
+pub async fn world_on(env: &crate::harness::TestEnv, server: TestServer, rx: Receiver, delivery: Value) -> World {
+    let token = env.token("a", "admin");
     let c = server.client();
     let src: Value = c.post(server.at("/api/sources")).bearer_auth(&token).json(&json!({"name": "web"})).send().await.unwrap().json().await.unwrap();
     let key = src["write_key"].as_str().unwrap().to_string();
@@ -35,20 +38,24 @@ async fn world(env: &crate::harness::TestEnv, delivery: Value) -> World {
 }
 
 impl World {
-    async fn track(&self, id: &str) {
+    pub async fn track(&self, id: &str) {
+        self.track_as(id, "u1").await
+    }
+
+    pub async fn track_as(&self, id: &str, user: &str) {
         let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:", self.key)));
         let r = self.server.client().post(self.server.at("/v1/track")).header("Authorization", auth)
-            .json(&json!({"userId": "u1", "event": "Order Completed", "messageId": id})).send().await.unwrap();
+            .json(&json!({"userId": user, "event": "Order Completed", "messageId": id})).send().await.unwrap();
         assert_eq!(r.status(), 200);
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub async fn get(&self, path: &str) -> Value {
         let url = self.server.at(&format!("/api/destinations/{}{path}", self.dest));
         self.server.client().get(url).bearer_auth(&self.token).send().await.unwrap().json().await.unwrap()
     }
 
     /// Waits until the event's delivery reaches `state`.
-    async fn state_of(&self, id: &str, state: &str) -> Value {
+    pub async fn state_of(&self, id: &str, state: &str) -> Value {
         for _ in 0..300 {
             let list = self.get("/deliveries").await;
             if let Some(d) = list["items"].as_array().unwrap().iter().find(|d| d["message_id"] == id && d["state"] == state) {

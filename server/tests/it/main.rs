@@ -6,6 +6,7 @@ mod accounts;
 mod brokers;
 mod catalog;
 mod delivery;
+mod delivery_nodes;
 mod receiver;
 mod test_delivery;
 mod api;

@@ -22,6 +22,10 @@ pub struct Receiver {
     pub status: Arc<AtomicU16>,
     /// Answers to give first, in order: (status, Retry-After).
     pub script: Arc<Mutex<std::collections::VecDeque<(u16, Option<String>)>>>,
+    /// `webhook-id` → how many more times to answer it 500.
+    pub fail_ids: Arc<Mutex<std::collections::HashMap<String, u32>>>,
+    /// Milliseconds to wait before answering.
+    pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Receiver {
@@ -29,13 +33,31 @@ impl Receiver {
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let status = Arc::new(AtomicU16::new(200));
         let script: Arc<Mutex<std::collections::VecDeque<(u16, Option<String>)>>> = Arc::default();
-        let (g, s, sc) = (got.clone(), status.clone(), script.clone());
+        let fail_ids: Arc<Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (g, s, sc, f, dl) = (got.clone(), status.clone(), script.clone(), fail_ids.clone(), delay_ms.clone());
         let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let (g, s, sc) = (g.clone(), s.clone(), sc.clone());
+            let (g, s, sc, f, dl) = (g.clone(), s.clone(), sc.clone(), f.clone(), dl.clone());
             async move {
                 let at = std::time::Instant::now();
+                let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
                 g.lock().unwrap().push(Received { at, method: method.to_string(), path: uri.to_string(), headers, body });
-                let (code, retry_after) = sc.lock().unwrap().pop_front().unwrap_or((s.load(Ordering::SeqCst), None));
+                let delay = dl.load(Ordering::SeqCst);
+                if delay > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                }
+                let failing = {
+                    let mut f = f.lock().unwrap();
+                    match f.get_mut(&id) {
+                        Some(n) if *n > 0 => {
+                            *n -= 1;
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                let scripted = if failing { Some((500, None)) } else { sc.lock().unwrap().pop_front() };
+                let (code, retry_after) = scripted.unwrap_or((s.load(Ordering::SeqCst), None));
                 let mut h = HeaderMap::new();
                 if let Some(ra) = retry_after {
                     h.insert("retry-after", ra.parse().unwrap());
@@ -46,7 +68,7 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Receiver { url, got, status, script }
+        Receiver { url, got, status, script, fail_ids, delay_ms }
     }
 
     pub fn requests(&self) -> Vec<Received> {
