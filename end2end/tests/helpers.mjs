@@ -10,7 +10,7 @@ const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
 export const PASSWORD = 'correct horse battery';
 
-export async function startServer() {
+export async function startServer(extra = []) {
   const dir = mkdtempSync(join(tmpdir(), 'switchyard-e2e-'));
   const common = ['--data-dir', dir, '--database-url', `sqlite://${dir}/switchyard.db`];
   const cli = (args, input) => {
@@ -18,7 +18,7 @@ export async function startServer() {
     if (out.status !== 0) throw new Error(`switchyard ${args.join(' ')} failed: ${out.stderr}`);
     return out.stdout;
   };
-  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', ...common], {
+  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', ...common, ...extra], {
     env: { ...process.env, SWITCHYARD_LOG: 'info' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
