@@ -1,6 +1,7 @@
 //! The delivery engine: a router that turns stored events into deliveries, and workers that
 //! send them with retries, dead-letter, ordering per user and an attempt log (see README).
 
+pub mod flow;
 pub mod queue;
 pub mod router;
 pub mod schedule;
@@ -39,7 +40,7 @@ pub fn start(store: Store, integrations: Integrations, lease_ms: i64, mut shutdo
             }
         }
     });
-    let worker = Arc::new(worker::Worker { store: store.clone(), integrations, base_policy: schedule::RetryPolicy::default() });
+    let worker = Arc::new(worker::Worker { store: store.clone(), integrations, base_policy: schedule::RetryPolicy::default(), flow: flow::Flow::default() });
     tokio::spawn(async move {
         let mut last_sweep = std::time::Instant::now() - Duration::from_secs(60);
         loop {

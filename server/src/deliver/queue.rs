@@ -84,6 +84,17 @@ pub async fn finish(store: &Store, id: &str, state: &str, attempts: i64, next_at
     Ok(())
 }
 
+/// Puts a claimed job back without counting an attempt (flow control).
+pub async fn defer(store: &Store, id: &str, next_attempt_at: i64) -> anyhow::Result<()> {
+    sqlx::query("UPDATE deliveries SET state = 'pending', lease_until = NULL, next_attempt_at = $1, updated_at = $2 WHERE id = $3")
+        .bind(next_attempt_at)
+        .bind(now_ms())
+        .bind(id)
+        .execute(store.pool())
+        .await?;
+    Ok(())
+}
+
 pub async fn pause_destination(store: &Store, destination_id: &str, until: Option<i64>) -> anyhow::Result<()> {
     sqlx::query("UPDATE destinations SET paused_until = $1 WHERE id = $2").bind(until).bind(destination_id).execute(store.pool()).await?;
     Ok(())

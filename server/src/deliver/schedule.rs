@@ -43,6 +43,10 @@ pub struct PolicyPatch {
     pub retry_after_cap_secs: Option<f64>,
     /// Deliver each user's events in order (default: what the integration needs).
     pub ordered: Option<bool>,
+    /// Requests per second to this destination (default: the integration's; per node).
+    pub rate_limit: Option<u32>,
+    /// Requests in flight at once to this destination (default 16; per node).
+    pub concurrency: Option<u32>,
 }
 
 impl PolicyPatch {
@@ -55,6 +59,9 @@ impl PolicyPatch {
             if v.is_some_and(|v| bad(v) || v == 0.0 && k == "then_every") {
                 return Err(format!("{k}: must be a positive number of seconds"));
             }
+        }
+        if self.rate_limit == Some(0) || self.concurrency == Some(0) {
+            return Err("rate_limit and concurrency must be at least 1".into());
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ pub struct Worker {
     pub store: Store,
     pub integrations: Integrations,
     pub base_policy: RetryPolicy,
+    pub flow: super::flow::Flow,
 }
 
 fn cut(mut s: String, n: usize) -> String {
@@ -49,7 +50,14 @@ impl Worker {
             .fetch_optional(&mut *conn)
             .await?;
         drop(conn);
-        let policy = serde_json::from_value::<PolicyPatch>(row.delivery.clone()).unwrap_or_default().apply(&self.base_policy);
+        let patch = serde_json::from_value::<PolicyPatch>(row.delivery.clone()).unwrap_or_default();
+        let policy = patch.apply(&self.base_policy);
+        // Flow control: over the rate or concurrency limit, the job waits without an attempt.
+        let default_rate = self.integrations.catalog.get(&row.integration).and_then(|l| l.manifest.capabilities.rate_limit);
+        let _permit = match self.flow.admit(&row.id, patch.rate_limit.or(default_rate), patch.concurrency.unwrap_or(16)) {
+            Ok(permit) => permit,
+            Err(wait) => return queue::defer(&self.store, &job.id, now_ms() + wait.as_millis() as i64).await,
+        };
         let verdict = match (self.integrations.catalog.get(&row.integration), event) {
             (None, _) => Verdict::Dead(format!("integration '{}' is not in the catalog", row.integration)),
             (_, None) => Verdict::Dead("the event is no longer stored (past the retention period?)".into()),

@@ -154,3 +154,19 @@ async fn pause_holds_back_and_resume_delivers() {
     assert_eq!(r.status(), 204);
     w.state_of("m-paused", "succeeded").await;
 }
+
+#[tokio::test]
+async fn rate_limit_is_respected() {
+    let env = crate::env_or_skip!(Db::Sqlite);
+    let w = world(&env, json!({"rate_limit": 5})).await;
+    for i in 0..15 {
+        w.track(&format!("r{i}")).await;
+    }
+    let got = w.rx.wait_for(15, 20).await;
+    assert_eq!(got.len(), 15);
+    // A burst of 5, then 5 per second: the last 10 need at least 2 s.
+    let span = got[14].at - got[0].at;
+    assert!(span >= Duration::from_millis(1800), "15 requests at 5/s took {span:?}");
+    let closest = got[5..].windows(2).map(|w| w[1].at - w[0].at).min().unwrap();
+    assert!(closest >= Duration::from_millis(120), "after the burst, one every 200 ms: {closest:?}");
+}
