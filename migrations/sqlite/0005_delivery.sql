@@ -55,3 +55,6 @@ CREATE TABLE replays (
 ALTER TABLE destinations ADD COLUMN paused_until BIGINT;
 -- Retry options of this destination: {"schedule": [seconds…], "max_attempts": n, "max_age_secs": n}.
 ALTER TABLE destinations ADD COLUMN delivery TEXT NOT NULL DEFAULT '{}';
+-- The circuit breaker: failures in a row, and why the destination was paused automatically.
+ALTER TABLE destinations ADD COLUMN consecutive_failures BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE destinations ADD COLUMN circuit_reason TEXT;

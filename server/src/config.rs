@@ -68,6 +68,7 @@ struct FileConfig {
     durability: Option<String>,
     mode: Option<String>,
     delivery_lease_secs: Option<u64>,
+    alert_url: Option<String>,
 }
 
 /// What a node runs.
@@ -124,6 +125,8 @@ pub struct Config {
     pub mode: Mode,
     /// How long a claimed delivery stays with its worker before another may take it.
     pub delivery_lease_secs: u64,
+    /// Where alerts go (a webhook or Slack incoming-webhook URL).
+    pub alert_url: Option<String>,
 }
 
 /// A number from `SWITCHYARD_<KEY>`, else the file, else the default; at least `min`.
@@ -219,7 +222,15 @@ impl Config {
             Some("worker") => Mode::Worker,
             Some(other) => return Err(bad("mode", format!("'{other}' is not one of: all, ingest, worker"))),
         };
+        let alert_url = env("SWITCHYARD_ALERT_URL").or(file.alert_url);
+        if let Some(u) = &alert_url {
+            let parsed = url::Url::parse(u).map_err(|e| bad("alert_url", format!("'{u}': {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(bad("alert_url", format!("'{u}' must start with http:// or https://")));
+            }
+        }
         Ok(Config {
+            alert_url,
             mode,
             delivery_lease_secs: number("delivery_lease_secs", file.delivery_lease_secs, 60, 1)?,
             trusted_proxies,

@@ -1,6 +1,7 @@
 //! The delivery engine: a router that turns stored events into deliveries, and workers that
 //! send them with retries, dead-letter, ordering per user and an attempt log (see README).
 
+pub mod alerts;
 pub mod flow;
 pub mod queue;
 pub mod router;
@@ -21,7 +22,7 @@ const CONCURRENCY: usize = 16;
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// Starts the router and the workers; they stop when `shutdown` turns true.
-pub fn start(store: Store, integrations: Integrations, lease_ms: i64, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+pub fn start(store: Store, integrations: Integrations, lease_ms: i64, alerts: alerts::Alerts, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     let mut router = router::Router::new(store.clone(), integrations.clone());
     let mut stop_router = shutdown.clone();
     let routing = tokio::spawn(async move {
@@ -40,7 +41,7 @@ pub fn start(store: Store, integrations: Integrations, lease_ms: i64, mut shutdo
             }
         }
     });
-    let worker = Arc::new(worker::Worker { store: store.clone(), integrations, base_policy: schedule::RetryPolicy::default(), flow: flow::Flow::default() });
+    let worker = Arc::new(worker::Worker { store: store.clone(), integrations, base_policy: schedule::RetryPolicy::default(), flow: flow::Flow::default(), alerts });
     tokio::spawn(async move {
         let mut last_sweep = std::time::Instant::now() - Duration::from_secs(60);
         loop {

@@ -95,6 +95,33 @@ pub async fn defer(store: &Store, id: &str, next_attempt_at: i64) -> anyhow::Res
     Ok(())
 }
 
+/// Counts a failure (returns failures in a row) or, with `ok`, resets the count and closes the breaker.
+pub async fn note_result(store: &Store, destination_id: &str, ok: bool) -> anyhow::Result<i64> {
+    if ok {
+        sqlx::query("UPDATE destinations SET consecutive_failures = 0, circuit_reason = NULL WHERE id = $1 AND (consecutive_failures > 0 OR circuit_reason IS NOT NULL)")
+            .bind(destination_id)
+            .execute(store.pool())
+            .await?;
+        return Ok(0);
+    }
+    let mut tx = store.begin().await?;
+    sqlx::query("UPDATE destinations SET consecutive_failures = consecutive_failures + 1 WHERE id = $1").bind(destination_id).execute(&mut *tx).await?;
+    let n: i64 = sqlx::query_scalar("SELECT consecutive_failures FROM destinations WHERE id = $1").bind(destination_id).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Opens the breaker: paused until the probe time, with the reason shown on the destination.
+pub async fn open_circuit(store: &Store, destination_id: &str, until: i64, reason: &str) -> anyhow::Result<()> {
+    sqlx::query("UPDATE destinations SET paused_until = $1, circuit_reason = $2 WHERE id = $3 AND (paused_until IS NULL OR paused_until < $1)")
+        .bind(until)
+        .bind(reason)
+        .bind(destination_id)
+        .execute(store.pool())
+        .await?;
+    Ok(())
+}
+
 pub async fn pause_destination(store: &Store, destination_id: &str, until: Option<i64>) -> anyhow::Result<()> {
     sqlx::query("UPDATE destinations SET paused_until = $1 WHERE id = $2").bind(until).bind(destination_id).execute(store.pool()).await?;
     Ok(())

@@ -47,6 +47,10 @@ pub struct PolicyPatch {
     pub rate_limit: Option<u32>,
     /// Requests in flight at once to this destination (default 16; per node).
     pub concurrency: Option<u32>,
+    /// Failures in a row that open the circuit breaker (pause the destination); default 20.
+    pub breaker_failures: Option<u32>,
+    /// Seconds the breaker keeps the destination paused before the next probe; default 60.
+    pub breaker_probe_secs: Option<f64>,
 }
 
 impl PolicyPatch {

@@ -18,6 +18,7 @@ pub struct Worker {
     pub integrations: Integrations,
     pub base_policy: RetryPolicy,
     pub flow: super::flow::Flow,
+    pub alerts: super::alerts::Alerts,
 }
 
 fn cut(mut s: String, n: usize) -> String {
@@ -81,6 +82,25 @@ impl Worker {
         metrics::counter!("switchyard_deliveries_total", "destination" => row.name.clone(), "outcome" => label).increment(1);
         let attempts = job.attempts + 1;
         let now = now_ms();
+        // The circuit breaker counts transport outcomes only (not rejections or filters).
+        match &verdict {
+            Verdict::Delivered => {
+                queue::note_result(&self.store, &job.destination_id, true).await?;
+            }
+            Verdict::Retry { reason, .. } | Verdict::Dead(reason) => {
+                let failures = queue::note_result(&self.store, &job.destination_id, false).await?;
+                if failures >= patch.breaker_failures.unwrap_or(20) as i64 {
+                    let probe = (patch.breaker_probe_secs.unwrap_or(60.0) * 1000.0) as i64;
+                    let why = format!("{failures} failures in a row; last: {reason}");
+                    queue::open_circuit(&self.store, &job.destination_id, now + probe, &why).await?;
+                    self.alerts.notify(&row.name, "paused", &why);
+                }
+                if let Verdict::Dead(r) = &verdict {
+                    self.alerts.notify(&row.name, "dead_letter", r);
+                }
+            }
+            _ => {}
+        }
         match verdict {
             Verdict::Delivered => queue::finish(&self.store, &job.id, state, attempts, now, None).await,
             Verdict::Dead(r) | Verdict::Rejected(r) | Verdict::Filtered(r) => queue::finish(&self.store, &job.id, state, attempts, now, Some(&r)).await,

@@ -130,11 +130,12 @@ async fn pause(_auth: Auth<Editor>, State(state): State<AppState>, Path(id): Pat
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
-/// Resumes delivery at once.
+/// Resumes delivery at once (also closes the circuit breaker).
 #[utoipa::path(post, path = "/api/destinations/{id}/resume", tag = "delivery", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = model::Problem)))]
 async fn resume(_auth: Auth<Editor>, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::http::StatusCode> {
     exists(&state, &id).await?;
     queue::pause_destination(&state.store, &id, None).await?;
+    queue::note_result(&state.store, &id, true).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

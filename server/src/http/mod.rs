@@ -213,7 +213,8 @@ pub async fn serve(
         shutdown: stop_rx,
         integrations,
     };
-    let misconfigured = crate::integrations::destination::check_all(&store, &state.integrations.catalog, &state.integrations.cipher).await?;
+    let alerts = crate::deliver::alerts::Alerts::new(state.config.alert_url.clone());
+    let misconfigured = crate::integrations::destination::check_all(&store, &state.integrations.catalog, &state.integrations.cipher, &alerts).await?;
     if misconfigured > 0 {
         tracing::warn!(misconfigured, "some destinations are misconfigured: see their status");
     }
@@ -243,7 +244,7 @@ pub async fn serve(
     });
     let engine = state.config.mode.delivers().then(|| {
         let lease = (state.config.delivery_lease_secs * 1000) as i64;
-        crate::deliver::start(store.clone(), state.integrations.clone(), lease, state.shutdown.clone())
+        crate::deliver::start(store.clone(), state.integrations.clone(), lease, alerts, state.shutdown.clone())
     });
     let app = router(state, &keys.session);
     tracing::info!("listening on http://{bound}");

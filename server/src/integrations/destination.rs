@@ -98,6 +98,8 @@ pub struct DestinationOut {
     pub status_reason: Option<String>,
     /// Delivery is paused until this time (ms since the epoch): by a 429/503 or by hand.
     pub paused_until: Option<i64>,
+    /// Set while the circuit breaker holds the destination paused (it is probed again at `paused_until`).
+    pub circuit_reason: Option<String>,
     /// Retry options.
     #[schema(value_type = Object)]
     pub delivery: Value,
@@ -127,6 +129,7 @@ pub fn out(catalog: &Catalog, cipher: &Cipher, row: DestinationRow) -> Destinati
         status: row.status,
         status_reason: row.status_reason,
         paused_until: row.paused_until,
+        circuit_reason: row.circuit_reason,
         delivery: row.delivery,
     }
 }
@@ -156,7 +159,7 @@ pub fn misconfiguration(catalog: &Catalog, cipher: &Cipher, row: &DestinationRow
 }
 
 /// Checks every stored destination against the catalog and records its status.
-pub async fn check_all(store: &crate::store::Store, catalog: &Arc<Catalog>, cipher: &Cipher) -> anyhow::Result<usize> {
+pub async fn check_all(store: &crate::store::Store, catalog: &Arc<Catalog>, cipher: &Cipher, alerts: &crate::deliver::alerts::Alerts) -> anyhow::Result<usize> {
     let mut conn = store.pool().acquire().await?;
     let mut bad = 0;
     for row in crate::store::all_destinations(&mut conn).await? {
@@ -164,6 +167,7 @@ pub async fn check_all(store: &crate::store::Store, catalog: &Arc<Catalog>, ciph
         if reason.is_some() {
             bad += 1;
             tracing::warn!(destination = %row.name, reason = reason.as_deref().unwrap_or_default(), "destination misconfigured");
+            alerts.notify(&row.name, "misconfigured", reason.as_deref().unwrap_or_default());
         }
         if reason != row.status_reason {
             crate::store::set_destination_status(&mut conn, &row.id, reason.as_deref()).await?;

@@ -28,6 +28,8 @@ pub struct DestinationRow {
     pub status_reason: Option<String>,
     /// Paused (by a 429/503, the circuit breaker or by hand) until this time (ms), if set.
     pub paused_until: Option<i64>,
+    /// Set while the circuit breaker holds the destination paused: why.
+    pub circuit_reason: Option<String>,
     /// Retry options (`deliver::schedule::PolicyPatch`).
     pub delivery: Value,
 }
@@ -74,6 +76,7 @@ async fn from_row(conn: &mut AnyConnection, row: &AnyRow) -> Result<DestinationR
         status: get(row, "status")?,
         status_reason: get(row, "status_reason")?,
         paused_until: get(row, "paused_until")?,
+        circuit_reason: get(row, "circuit_reason")?,
         delivery: serde_json::from_str(&get::<String>(row, "delivery")?).unwrap_or_default(),
     })
 }

@@ -93,3 +93,36 @@ async fn two_worker_nodes_deliver_each_event_once() {
     assert!(counts.values().all(|c| *c == 1), "each exactly once: {:?}", counts.iter().filter(|(_, c)| **c > 1).collect::<Vec<_>>());
     drop(b);
 }
+
+#[tokio::test]
+async fn sustained_failure_opens_the_breaker_alerts_and_recovers() {
+    let env = crate::env_or_skip!(Db::Sqlite);
+    let alerts = Receiver::start().await;
+    let mut cmd = env.cli();
+    cmd.env("SWITCHYARD_LOG", "info").env("SWITCHYARD_ALERT_URL", format!("{}/alerts", alerts.url));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--allow-private-destinations"]);
+    let rx = Receiver::start().await;
+    rx.status.store(500, std::sync::atomic::Ordering::SeqCst);
+    let delivery = json!({"schedule": [0.05], "breaker_failures": 3, "breaker_probe_secs": 1.5});
+    let w = world_on(&env, TestServer::spawn(cmd), rx.clone(), delivery).await;
+    for i in 0..3 {
+        w.track(&format!("c{i}")).await;
+    }
+    let got = alerts.wait_for(1, 10).await;
+    let alert: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(alert["kind"], "paused", "{alert}");
+    assert!(alert["text"].as_str().unwrap().contains("'hook'"), "{alert}");
+    let d: serde_json::Value = w.server.client().get(w.server.at(&format!("/api/destinations/{}", w.dest))).bearer_auth(&w.token).send().await.unwrap().json().await.unwrap();
+    assert!(d["circuit_reason"].as_str().unwrap().contains("failures in a row"), "{d}");
+    assert!(d["paused_until"].as_i64().is_some());
+    // While open, nothing is sent; once the receiver recovers the probe succeeds and all is delivered.
+    let before = rx.requests().len();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(rx.requests().len(), before, "paused: no requests");
+    rx.status.store(200, std::sync::atomic::Ordering::SeqCst);
+    for i in 0..3 {
+        w.state_of(&format!("c{i}"), "succeeded").await;
+    }
+    let d: serde_json::Value = w.server.client().get(w.server.at(&format!("/api/destinations/{}", w.dest))).bearer_auth(&w.token).send().await.unwrap().json().await.unwrap();
+    assert!(d["circuit_reason"].is_null(), "the breaker closed: {d}");
+}
