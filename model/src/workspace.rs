@@ -71,6 +71,9 @@ pub struct DestinationSpec {
     /// Event types, allow/deny lists, condition (see the integration docs).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub filters: Map<String, Value>,
+    /// Retry and flow-control options (`schedule`, `max_attempts`, `rate_limit`, …).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub delivery: Map<String, Value>,
 }
 
 fn yes() -> bool {

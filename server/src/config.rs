@@ -69,6 +69,11 @@ struct FileConfig {
     mode: Option<String>,
     delivery_lease_secs: Option<u64>,
     alert_url: Option<String>,
+    retry_schedule: Option<Vec<f64>>,
+    retry_every_secs: Option<f64>,
+    retry_max_age_secs: Option<f64>,
+    retry_max_attempts: Option<u32>,
+    attempt_retention_days: Option<u64>,
 }
 
 /// What a node runs.
@@ -127,6 +132,10 @@ pub struct Config {
     pub delivery_lease_secs: u64,
     /// Where alerts go (a webhook or Slack incoming-webhook URL).
     pub alert_url: Option<String>,
+    /// The retry policy of every destination that does not set its own.
+    pub retry: crate::deliver::schedule::RetryPolicy,
+    /// Attempts are kept this many days.
+    pub attempt_retention_days: u64,
 }
 
 /// A number from `SWITCHYARD_<KEY>`, else the file, else the default; at least `min`.
@@ -139,6 +148,38 @@ fn number(key: &str, file: Option<u64>, default: u64, min: u64) -> Result<u64, C
         return Err(bad(key, format!("must be at least {min}, got {value}")));
     }
     Ok(value)
+}
+
+/// The global retry policy: `retry_schedule` (seconds, comma-separated in the environment),
+/// `retry_every_secs`, `retry_max_age_secs`, `retry_max_attempts`.
+fn retry_policy(file: &FileConfig) -> Result<crate::deliver::schedule::RetryPolicy, ConfigError> {
+    let float = |key: &str, file: Option<f64>| -> Result<Option<f64>, ConfigError> {
+        match env(&format!("SWITCHYARD_{}", key.to_uppercase())) {
+            Some(v) => v.trim().parse::<f64>().map(Some).map_err(|_| bad(key, format!("'{v}' is not a number of seconds"))),
+            None => Ok(file),
+        }
+    };
+    let schedule = match env("SWITCHYARD_RETRY_SCHEDULE") {
+        Some(v) => Some(
+            v.split(',')
+                .map(|p| p.trim().parse::<f64>().map_err(|_| bad("retry_schedule", format!("'{p}' is not a number of seconds"))))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => file.retry_schedule.clone(),
+    };
+    let max_attempts = match env("SWITCHYARD_RETRY_MAX_ATTEMPTS") {
+        Some(v) => Some(v.trim().parse::<u32>().map_err(|_| bad("retry_max_attempts", format!("'{v}' is not a whole number")))?),
+        None => file.retry_max_attempts,
+    };
+    let patch = crate::deliver::schedule::PolicyPatch {
+        schedule,
+        then_every: float("retry_every_secs", file.retry_every_secs)?,
+        max_age_secs: float("retry_max_age_secs", file.retry_max_age_secs)?,
+        max_attempts,
+        ..Default::default()
+    };
+    patch.check().map_err(|m| bad("retry", m))?;
+    Ok(patch.apply(&crate::deliver::schedule::RetryPolicy::default()))
 }
 
 /// A configuration problem: names the key.
@@ -163,6 +204,7 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let retry = retry_policy(&file)?;
         let listen_raw = serve.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1:3000".into());
         let listen: SocketAddr = listen_raw.parse().map_err(|_| {
             bad("listen", format!("'{listen_raw}' is not a socket address (expected HOST:PORT, like 127.0.0.1:3000)"))
@@ -230,6 +272,8 @@ impl Config {
             }
         }
         Ok(Config {
+            retry,
+            attempt_retention_days: number("attempt_retention_days", file.attempt_retention_days, 7, 1)?,
             alert_url,
             mode,
             delivery_lease_secs: number("delivery_lease_secs", file.delivery_lease_secs, 60, 1)?,

@@ -137,7 +137,19 @@ pub async fn apply(
             let list: Vec<String> = errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect();
             InvalidWorkspace(format!("destination '{}': {}; nothing was applied", d.name, list.join("; ")))
         })?;
+        let delivery = Value::Object(d.delivery.clone());
+        let patch: crate::deliver::schedule::PolicyPatch = serde_json::from_value(delivery.clone())
+            .map_err(|e| InvalidWorkspace(format!("destination '{}': delivery: {e}; nothing was applied", d.name)))?;
+        patch.check().map_err(|m| InvalidWorkspace(format!("destination '{}': delivery: {m}; nothing was applied", d.name)))?;
+        let delivery_changed = existing.as_ref().is_some_and(|e| e.delivery != delivery && !(d.delivery.is_empty() && e.delivery.as_object().is_some_and(Map::is_empty)));
         apply_destination(&mut tx, actor, d, &write, existing, integrations, &mut report).await?;
+        if delivery_changed || !d.delivery.is_empty() {
+            sqlx::query("UPDATE destinations SET delivery = $1 WHERE name = $2").bind(delivery.to_string()).bind(&d.name).execute(&mut *tx).await?;
+            if delivery_changed && !report.updated.iter().any(|u| u == &format!("destination {}", d.name)) {
+                report.updated.push(format!("destination {}", d.name));
+                report.unchanged = report.unchanged.saturating_sub(1);
+            }
+        }
     }
     tx.commit().await?;
     Ok(report)
@@ -264,7 +276,8 @@ pub async fn export(store: &Store, integrations: &Integrations) -> anyhow::Resul
             // Secret values live only in `secrets` (sealed) and are never exported; a file applied
             // without them keeps the stored ones.
             let filters = d.filters.as_object().cloned().unwrap_or_default();
-            DestinationSpec { name: d.name, integration: d.integration, sources: d.sources, enabled: d.enabled, settings, actions: d.actions, filters }
+            let delivery = d.delivery.as_object().cloned().unwrap_or_default();
+            DestinationSpec { name: d.name, integration: d.integration, sources: d.sources, enabled: d.enabled, settings, actions: d.actions, filters, delivery }
         })
         .collect();
     Ok(WorkspaceFile { sources, destinations })

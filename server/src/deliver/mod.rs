@@ -22,7 +22,14 @@ const CONCURRENCY: usize = 16;
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// Starts the router and the workers; they stop when `shutdown` turns true.
-pub fn start(store: Store, integrations: Integrations, lease_ms: i64, alerts: alerts::Alerts, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+pub fn start(
+    store: Store,
+    integrations: Integrations,
+    lease_ms: i64,
+    base_policy: schedule::RetryPolicy,
+    alerts: alerts::Alerts,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     let mut router = router::Router::new(store.clone(), integrations.clone());
     let mut stop_router = shutdown.clone();
     let routing = tokio::spawn(async move {
@@ -41,7 +48,7 @@ pub fn start(store: Store, integrations: Integrations, lease_ms: i64, alerts: al
             }
         }
     });
-    let worker = Arc::new(worker::Worker { store: store.clone(), integrations, base_policy: schedule::RetryPolicy::default(), flow: flow::Flow::default(), alerts });
+    let worker = Arc::new(worker::Worker { store: store.clone(), integrations, base_policy, flow: flow::Flow::default(), alerts });
     tokio::spawn(async move {
         let mut last_sweep = std::time::Instant::now() - Duration::from_secs(60);
         loop {

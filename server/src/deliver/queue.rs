@@ -291,3 +291,14 @@ pub async fn depth(store: &Store) -> anyhow::Result<(i64, i64)> {
     let oldest: Option<i64> = row.try_get("oldest").ok().flatten();
     Ok((n, oldest.map_or(0, |o| now_ms() - o)))
 }
+
+/// Deletes attempts, and finished deliveries, older than `before` (ms).
+pub async fn prune(store: &Store, before: i64) -> anyhow::Result<u64> {
+    let a = sqlx::query("DELETE FROM attempts WHERE at < $1").bind(before).execute(store.pool()).await?.rows_affected();
+    let d = sqlx::query("DELETE FROM deliveries WHERE updated_at < $1 AND state IN ('succeeded', 'filtered', 'rejected', 'discarded')")
+        .bind(before)
+        .execute(store.pool())
+        .await?
+        .rows_affected();
+    Ok(a + d)
+}

@@ -202,6 +202,7 @@ pub async fn serve(
     ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let retention_days = config.event_retention_days as i64;
+    let attempt_days = config.attempt_retention_days as i64;
     let state = AppState {
         store: store.clone(),
         config: Arc::new(config),
@@ -238,13 +239,18 @@ pub async fn serve(
                     Ok(n) => tracing::info!(deleted = n, "removed events past the retention period"),
                     Err(e) => tracing::warn!(error = %e, "cannot prune the event log"),
                 }
+                match crate::deliver::queue::prune(&store, now - attempt_days * 86_400_000).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "removed attempts and finished deliveries past the retention period"),
+                    Err(e) => tracing::warn!(error = %e, "cannot prune the attempt log"),
+                }
                 tokio::time::sleep(Duration::from_secs(600)).await;
             }
         }
     });
     let engine = state.config.mode.delivers().then(|| {
         let lease = (state.config.delivery_lease_secs * 1000) as i64;
-        crate::deliver::start(store.clone(), state.integrations.clone(), lease, alerts, state.shutdown.clone())
+        crate::deliver::start(store.clone(), state.integrations.clone(), lease, state.config.retry.clone(), alerts, state.shutdown.clone())
     });
     let app = router(state, &keys.session);
     tracing::info!("listening on http://{bound}");

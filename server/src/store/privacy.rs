@@ -22,6 +22,8 @@ pub struct DeletionOut {
     pub events_deleted: u64,
     /// Rejected messages removed.
     pub rejections_deleted: u64,
+    /// Deliveries and their attempts (requests and responses) removed.
+    pub deliveries_deleted: u64,
     /// The suppression created, when asked for.
     pub suppression: Option<SuppressionOut>,
 }
@@ -39,6 +41,17 @@ impl Store {
         let mut out = DeletionOut::default();
         for (column, key, value) in [("user_id", "userId", user_id), ("anonymous_id", "anonymousId", anonymous_id)] {
             let Some(value) = value else { continue };
+            // The attempt log holds copies of the events in its requests: it goes first.
+            let of_user = format!("SELECT seq FROM events WHERE {column} = $1");
+            sqlx::query(&format!("DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq IN ({of_user}))"))
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+            out.deliveries_deleted += sqlx::query(&format!("DELETE FROM deliveries WHERE event_seq IN ({of_user})"))
+                .bind(value)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             out.events_deleted += sqlx::query(&format!("DELETE FROM events WHERE {column} = $1"))
                 .bind(value)
                 .execute(&mut *tx)

@@ -83,6 +83,12 @@ async fn delivered_mapped_and_signed(db: Db) {
     let a = &attempts["items"][0];
     assert_eq!((a["outcome"].as_str(), a["status"].as_i64()), (Some("delivered"), Some(200)));
     assert_eq!(a["request"]["url"], format!("{}/in", w.rx.url));
+
+    // A privacy deletion also removes the user's deliveries and attempts (they hold copies).
+    let c = w.server.client();
+    let r: Value = c.post(w.server.at("/api/privacy/deletions")).bearer_auth(&w.token).json(&json!({"userId": "u1"})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["deliveries_deleted"], 1, "{r}");
+    assert!(w.get("/attempts").await["items"].as_array().unwrap().is_empty());
 }
 both!(delivered_mapped_and_signed);
 

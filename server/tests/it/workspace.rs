@@ -21,6 +21,9 @@ enabled = true
 url = "http://127.0.0.1:9000/hook"
 signing_secret = { env = "SY_TEST_HOOK_TOKEN" }
 method = "POST"
+[destinations.delivery]
+max_attempts = 5
+schedule = [1.0, 10.0]
 "#;
 
 const SECRET: &str = "whsec_c2VjcmV0LXZhbHVlLWZvci10ZXN0cw==";
@@ -48,6 +51,7 @@ async fn apply_export_apply_is_idempotent(db: Db) {
     let dest = &parsed["destinations"][0];
     assert_eq!(dest["settings"]["signing_secret"]["env"].as_str(), Some("SY_TEST_HOOK_TOKEN"));
     assert_eq!(dest["sources"].as_array().unwrap().len(), 2);
+    assert_eq!(dest["delivery"]["max_attempts"].as_integer(), Some(5));
 
     let again = env.dir.path().join("exported.toml");
     std::fs::write(&again, &exported).unwrap();
