@@ -83,13 +83,20 @@ pub fn start(
                 continue;
             }
             let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
-            let run = futures_util::stream::iter(jobs)
-                .map(|job| {
+            // One group per destination (claim order kept): batches form within a group.
+            let mut groups: Vec<Vec<queue::Job>> = Vec::new();
+            for job in jobs {
+                match groups.iter_mut().find(|g| g[0].destination_id == job.destination_id) {
+                    Some(g) => g.push(job),
+                    None => groups.push(vec![job]),
+                }
+            }
+            let run = futures_util::stream::iter(groups)
+                .map(|group| {
                     let w = worker.clone();
                     async move {
-                        let id = job.id.clone();
-                        if let Err(e) = w.run(job).await {
-                            tracing::warn!(delivery = %id, error = %e, "delivery failed; its lease will bring it back");
+                        if let Err(e) = w.run_group(group).await {
+                            tracing::warn!(error = %e, "delivery failed; the lease will bring it back");
                         }
                     }
                 })

@@ -8,6 +8,7 @@ use crate::integrations::{destination, handlers, sample, Integrations};
 use crate::store::{now_ms, Store};
 use crate::transport::Outcome;
 use model::mapping::{effective_settings, Built, Prepared};
+use futures_util::StreamExt;
 use serde_json::Value;
 
 /// What an attempt log keeps of a request body.
@@ -33,6 +34,7 @@ fn cut(mut s: String, n: usize) -> String {
     s
 }
 
+#[derive(Debug)]
 enum Verdict {
     Delivered,
     Retry { retry_after: Option<f64>, pause: bool, reason: String },
@@ -41,37 +43,94 @@ enum Verdict {
     Filtered(String),
 }
 
+impl Verdict {
+    /// Which of two outcomes for one event wins (several actions, several requests).
+    fn rank(&self) -> u8 {
+        match self {
+            Verdict::Filtered(_) => 0,
+            Verdict::Delivered => 1,
+            Verdict::Retry { .. } => 2,
+            Verdict::Rejected(_) => 3,
+            Verdict::Dead(_) => 4,
+        }
+    }
+
+    fn merge(&mut self, other: Verdict) {
+        if other.rank() > self.rank() {
+            *self = other;
+        }
+    }
+}
+
 impl Worker {
-    /// Delivers one claimed job and records its new state.
-    pub async fn run(&self, job: Job) -> anyhow::Result<()> {
+    /// Delivers claimed jobs of one destination: in batches where the integration batches,
+    /// otherwise one by one, up to the destination's concurrency.
+    pub async fn run_group(&self, jobs: Vec<Job>) -> anyhow::Result<()> {
+        let Some(first) = jobs.first() else { return Ok(()) };
         let mut conn = self.store.pool().acquire().await?;
-        let Some(row) = crate::store::destination(&mut conn, &job.destination_id).await? else { return Ok(()) };
-        let event: Option<(String, i64)> = sqlx::query_as("SELECT payload, received_at FROM events WHERE seq = $1")
-            .bind(job.event_seq)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let Some(row) = crate::store::destination(&mut conn, &first.destination_id).await? else { return Ok(()) };
+        drop(conn);
+        let size = self
+            .integrations
+            .catalog
+            .get(&row.integration)
+            .and_then(|l| l.manifest.capabilities.batching.as_ref())
+            .map_or(1, |b| b.max_size.max(1) as usize);
+        let chunks: Vec<Vec<Job>> = jobs.chunks(size).map(<[Job]>::to_vec).collect();
+        let row = &row;
+        futures_util::stream::iter(chunks)
+            .map(|chunk| async move {
+                if let Err(e) = self.run(chunk, row).await {
+                    tracing::warn!(destination = %row.name, error = %e, "delivery failed; the lease will bring it back");
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<()>>()
+            .await;
+        Ok(())
+    }
+
+    /// Delivers jobs of one destination as one batch (or one job) and records their new states.
+    async fn run(&self, jobs: Vec<Job>, row: &crate::store::DestinationRow) -> anyhow::Result<()> {
+        let mut events = Vec::with_capacity(jobs.len());
+        let mut conn = self.store.pool().acquire().await?;
+        for job in &jobs {
+            let e: Option<(String, i64)> =
+                sqlx::query_as("SELECT payload, received_at FROM events WHERE seq = $1").bind(job.event_seq).fetch_optional(&mut *conn).await?;
+            events.push(e.map(|(p, at)| (serde_json::from_str::<Value>(&p).unwrap_or_default(), at)));
+        }
         drop(conn);
         let patch = serde_json::from_value::<PolicyPatch>(row.delivery.clone()).unwrap_or_default();
         let policy = patch.apply(&self.base_policy);
-        // Flow control: over the rate or concurrency limit, the job waits without an attempt.
+        // Flow control: over the rate or concurrency limit, the jobs wait without an attempt.
         let default_rate = self.integrations.catalog.get(&row.integration).and_then(|l| l.manifest.capabilities.rate_limit);
         let _permit = match self.flow.admit(&row.id, patch.rate_limit.or(default_rate), patch.concurrency.unwrap_or(16)) {
             Ok(permit) => permit,
-            Err(wait) => return queue::defer(&self.store, &job.id, now_ms() + wait.as_millis() as i64).await,
+            Err(wait) => {
+                for job in &jobs {
+                    queue::defer(&self.store, &job.id, now_ms() + wait.as_millis() as i64).await?;
+                }
+                return Ok(());
+            }
         };
-        let verdict = match (self.integrations.catalog.get(&row.integration), event) {
-            (None, _) => Verdict::Dead(format!("integration '{}' is not in the catalog", row.integration)),
-            (_, None) => Verdict::Dead("the event is no longer stored (past the retention period?)".into()),
-            (Some(loaded), Some((payload, received_at))) => {
-                let event: Value = serde_json::from_str(&payload).unwrap_or_default();
-                let v = self.attempt(&job, &row, loaded, &event).await?;
-                if matches!(v, Verdict::Delivered) {
+        let verdicts = match self.integrations.catalog.get(&row.integration) {
+            None => jobs.iter().map(|_| Verdict::Dead(format!("integration '{}' is not in the catalog", row.integration))).collect(),
+            Some(loaded) => self.attempt(&jobs, row, loaded, &events).await?,
+        };
+        for ((job, verdict), event) in jobs.iter().zip(verdicts).zip(&events) {
+            if matches!(verdict, Verdict::Delivered) {
+                if let Some((_, received_at)) = event {
                     let secs = (now_ms() - received_at).max(0) as f64 / 1000.0;
                     metrics::histogram!("switchyard_delivery_latency_seconds").record(secs);
                 }
-                v
             }
-        };
+            self.settle(job, verdict, row, &patch, &policy).await?;
+        }
+        Ok(())
+    }
+
+    /// Records a job's new state: done, retry later, or dead-letter; feeds the circuit breaker.
+    async fn settle(&self, job: &Job, verdict: Verdict, row: &crate::store::DestinationRow, patch: &PolicyPatch, policy: &RetryPolicy) -> anyhow::Result<()> {
         let (label, state) = match &verdict {
             Verdict::Delivered => ("delivered", "succeeded"),
             Verdict::Retry { .. } => ("retrying", "retrying"),
@@ -121,30 +180,43 @@ impl Worker {
         }
     }
 
-    async fn attempt(&self, job: &Job, row: &crate::store::DestinationRow, loaded: &crate::integrations::Loaded, event: &Value) -> anyhow::Result<Verdict> {
+    /// Maps the events and sends the requests; one verdict per job.
+    async fn attempt(
+        &self,
+        jobs: &[Job],
+        row: &crate::store::DestinationRow,
+        loaded: &crate::integrations::Loaded,
+        events: &[Option<(Value, i64)>],
+    ) -> anyhow::Result<Vec<Verdict>> {
         let m = &loaded.manifest;
+        let mut verdicts: Vec<Verdict> = events
+            .iter()
+            .map(|e| match e {
+                Some(_) => Verdict::Filtered("no action of the integration takes this event".into()),
+                None => Verdict::Dead("the event is no longer stored (past the retention period?)".into()),
+            })
+            .collect();
+        // Positions of the stored events among the jobs.
+        let present: Vec<usize> = (0..events.len()).filter(|i| events[*i].is_some()).collect();
+        let values: Vec<Value> = present.iter().map(|i| events[*i].as_ref().map(|e| e.0.clone()).unwrap_or_default()).collect();
         let full = destination::full_settings(loaded, &self.integrations.cipher, row)?;
         let settings = effective_settings(&full, false);
         let prepared = match Prepared::new(m, &row.actions) {
             Ok(p) => p,
-            Err(e) => return Ok(Verdict::Dead(format!("misconfigured: {e}"))),
+            Err(e) => return Ok(jobs.iter().map(|_| Verdict::Dead(format!("misconfigured: {e}"))).collect()),
         };
-        let now = now_ms() / 1000;
-        let built = handlers::for_handler(m.handler.as_deref()).map(&prepared, &settings, std::slice::from_ref(event), now);
-        if built.is_empty() {
-            return Ok(Verdict::Filtered("no action of the integration takes this event".into()));
-        }
+        let built = handlers::for_handler(m.handler.as_deref()).map(&prepared, &settings, &values, now_ms() / 1000);
         let secrets = sample::secret_values(&self.integrations.cipher.open(&row.secrets)?, &full);
         let transport = self.integrations.transports.get(&m.capabilities.transport);
-        let mut verdict = Verdict::Delivered;
         for b in built {
             match b {
-                Built::Rejected { reason, .. } => {
+                Built::Rejected { reason, event, .. } => {
+                    let job = &jobs[present[event]];
                     let a = NewAttempt { job, latency_ms: 0, outcome: "rejected", status: None, request: "{}".into(), response: reason.clone() };
                     queue::record_attempt(&self.store, a).await?;
-                    verdict = Verdict::Rejected(reason);
+                    verdicts[present[event]].merge(Verdict::Rejected(reason));
                 }
-                Built::Request { request, .. } => {
+                Built::Request { request, events: idx, .. } => {
                     let a = transport.send(&settings, &request).await;
                     let mut detail = a.detail.clone();
                     for s in secrets.iter().filter(|s| s.len() >= 4) {
@@ -155,31 +227,34 @@ impl Worker {
                         Outcome::Retryable => "retryable",
                         Outcome::Permanent => "permanent",
                     };
-                    let record = NewAttempt {
-                        job,
-                        latency_ms: a.latency_ms as i64,
-                        outcome,
-                        status: a.status.map(i64::from),
-                        request: cut(sample::redact(&request, &secrets).to_string(), KEEP_REQUEST),
-                        response: detail.clone(),
-                    };
-                    queue::record_attempt(&self.store, record).await?;
+                    let shown = cut(sample::redact(&request, &secrets).to_string(), KEEP_REQUEST);
                     let why = match a.status {
-                        Some(s) => format!("answered {s}: {}", cut(detail, 200)),
-                        None => cut(detail, 300),
+                        Some(s) => format!("answered {s}: {}", cut(detail.clone(), 200)),
+                        None => cut(detail.clone(), 300),
                     };
-                    match a.outcome {
-                        Outcome::Delivered => {}
-                        Outcome::Permanent => verdict = Verdict::Dead(why),
-                        Outcome::Retryable if !matches!(verdict, Verdict::Dead(_) | Verdict::Rejected(_)) => {
-                            let pause = matches!(a.status, Some(429) | Some(503));
-                            verdict = Verdict::Retry { retry_after: a.retry_after, pause, reason: why };
-                        }
-                        Outcome::Retryable => {}
+                    for i in idx {
+                        let record = NewAttempt {
+                            job: &jobs[present[i]],
+                            latency_ms: a.latency_ms as i64,
+                            outcome,
+                            status: a.status.map(i64::from),
+                            request: shown.clone(),
+                            response: detail.clone(),
+                        };
+                        queue::record_attempt(&self.store, record).await?;
+                        let v = match a.outcome {
+                            Outcome::Delivered => Verdict::Delivered,
+                            Outcome::Permanent => Verdict::Dead(why.clone()),
+                            Outcome::Retryable => {
+                                let pause = matches!(a.status, Some(429) | Some(503));
+                                Verdict::Retry { retry_after: a.retry_after, pause, reason: why.clone() }
+                            }
+                        };
+                        verdicts[present[i]].merge(v);
                     }
                 }
             }
         }
-        Ok(verdict)
+        Ok(verdicts)
     }
 }

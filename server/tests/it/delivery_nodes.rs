@@ -126,3 +126,48 @@ async fn sustained_failure_opens_the_breaker_alerts_and_recovers() {
     let d: serde_json::Value = w.server.client().get(w.server.at(&format!("/api/destinations/{}", w.dest))).bearer_auth(&w.token).send().await.unwrap().json().await.unwrap();
     assert!(d["circuit_reason"].is_null(), "the breaker closed: {d}");
 }
+
+#[tokio::test]
+async fn batching_destinations_get_one_request_for_many_events() {
+    let env = crate::env_or_skip!(Db::Sqlite);
+    let server = env.start_with(&["--allow-private-destinations"]).await;
+    let rx = Receiver::start().await;
+    let w = world_on(&env, server, rx.clone(), json!({})).await;
+    // A Segment-compatible forwarder (batches of up to 15) next to the webhook.
+    let c = w.server.client();
+    let body = json!({"name": "fwd", "integration": "segment", "enabled": true, "sources": ["web"],
+        "settings": {"endpoint": format!("{}/seg", rx.url), "write_key": "wk-downstream"}});
+    let d: serde_json::Value = c.post(w.server.at("/api/destinations")).bearer_auth(&w.token).json(&body).send().await.unwrap().json().await.unwrap();
+    let fwd = d["id"].as_str().unwrap().to_string();
+    c.post(w.server.at(&format!("/api/destinations/{fwd}/pause"))).bearer_auth(&w.token).send().await.unwrap();
+    for i in 0..10 {
+        w.track_as(&format!("b{i}"), &format!("user-{i}")).await;
+    }
+    // Routed while paused; resumed, the ten due events go out together.
+    for _ in 0..200 {
+        let list: serde_json::Value = c.get(w.server.at(&format!("/api/destinations/{fwd}/deliveries?state=pending"))).bearer_auth(&w.token).send().await.unwrap().json().await.unwrap();
+        if list["items"].as_array().unwrap().len() == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.post(w.server.at(&format!("/api/destinations/{fwd}/resume"))).bearer_auth(&w.token).send().await.unwrap();
+    let mut batches = Vec::new();
+    for _ in 0..250 {
+        batches = rx.requests().into_iter().filter(|r| r.path.starts_with("/seg")).collect();
+        let total: usize = batches.iter().map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["batch"].as_array().map_or(1, Vec::len)).sum();
+        if total >= 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(batches.len(), 1, "one request: {:?}", batches.iter().map(|b| b.path.clone()).collect::<Vec<_>>());
+    assert_eq!(batches[0].path, "/seg/v1/batch");
+    let sent: serde_json::Value = serde_json::from_slice(&batches[0].body).unwrap();
+    let ids: Vec<&str> = sent["batch"].as_array().unwrap().iter().map(|m| m["messageId"].as_str().unwrap()).collect();
+    assert_eq!(ids, (0..10).map(|i| format!("b{i}")).collect::<Vec<_>>());
+    for i in 0..10 {
+        let list: serde_json::Value = c.get(w.server.at(&format!("/api/destinations/{fwd}/attempts?message_id=b{i}"))).bearer_auth(&w.token).send().await.unwrap().json().await.unwrap();
+        assert_eq!(list["items"][0]["outcome"], "delivered", "b{i}");
+    }
+}
