@@ -3,11 +3,14 @@
 //! answers' latency, and reports latency measured from each request's scheduled time (so a slow
 //! server cannot hide its queueing, unlike a closed-loop tool such as wrk).
 
+mod deliver;
+
 use std::time::{Duration, Instant};
 
 fn usage() -> ! {
     eprintln!(
         "usage: swbench ceiling\n       swbench open-loop URL AUTH_HEADER BODY_FILE RATE_PER_SEC SECONDS\n\
+         swbench deliver SERVER_URL ADMIN_TOKEN SERVER_PID COUNT\n\
          (BODY_FILE may contain {{n}}, replaced by a unique number per request)"
     );
     std::process::exit(2)
@@ -18,6 +21,11 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ceiling") => ceiling().await,
+        Some("deliver") if args.len() == 5 => {
+            let pid: u32 = args[3].parse().unwrap_or_else(|_| usage());
+            let count: usize = args[4].parse().unwrap_or_else(|_| usage());
+            deliver::run(&args[1], &args[2], pid, count).await
+        }
         Some("open-loop") if args.len() == 6 => {
             let rate: f64 = args[4].parse().unwrap_or_else(|_| usage());
             let secs: f64 = args[5].parse().unwrap_or_else(|_| usage());

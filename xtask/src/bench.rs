@@ -136,9 +136,76 @@ fn open_loop(swbench: &Path, url: &str, body: &Path, rate: f64) -> Result<String
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    if args.first().map(String::as_str) != Some("ingest") {
-        bail!("usage: cargo xtask bench ingest");
+    match args.first().map(String::as_str) {
+        Some("ingest") => ingest(),
+        Some("deliver") => deliver(args.get(1).map(|n| n.parse()).transpose()?.unwrap_or(20_000)),
+        _ => bail!("usage: cargo xtask bench ingest | deliver [EVENTS]"),
     }
+}
+
+/// Both databases: SQLite always, PostgreSQL when a database can be created on 127.0.0.1.
+fn backends(report: &mut Vec<String>, pg_db: &str) -> Vec<(&'static str, Option<String>)> {
+    let _ = Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-c", &format!("DROP DATABASE IF EXISTS {pg_db}")]).output();
+    let pg_ok = Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-c", &format!("CREATE DATABASE {pg_db}")]).output().is_ok_and(|o| o.status.success());
+    let mut list = vec![("sqlite", None)];
+    if pg_ok {
+        list.push(("postgres", Some(format!("postgres://postgres@127.0.0.1:5432/{pg_db}"))));
+    } else {
+        report.push("postgres: skipped (cannot create a database with psql on 127.0.0.1)".into());
+    }
+    list
+}
+
+/// `cargo xtask bench deliver`: events through the Tracking API to a local receiver through the
+/// webhook destination, on SQLite and PostgreSQL (see bench/src/deliver.rs).
+fn deliver(count: usize) -> Result<()> {
+    let bin = build(false)?;
+    status(cargo().args(["build", "--release", "-p", "bench"]))?;
+    let swbench = target_dir().join("release").join("swbench");
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mut report = vec![format!("# cargo xtask bench deliver, {cores} cores, {count} events, webhook destination to a local receiver")];
+    let pg_db = "switchyard_bench_deliver";
+    for (name, url) in backends(&mut report, pg_db) {
+        let data = tempdir(&dir, name)?;
+        let common = |cmd: &mut Command| {
+            cmd.arg("--data-dir").arg(&data);
+            if let Some(u) = &url {
+                cmd.args(["--database-url", u]);
+            }
+        };
+        let mut tok = Command::new(&bin);
+        tok.args(["tokens", "create", "bench", "--role", "admin"]);
+        common(&mut tok);
+        let out = tok.output()?;
+        if !out.status.success() {
+            bail!("tokens create: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let token = String::from_utf8(out.stdout)?.trim().to_string();
+        let mut cmd = Command::new(&bin);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--allow-private-destinations"]).env("SWITCHYARD_LOG", "warn,server::http=info");
+        common(&mut cmd);
+        let server = spawn(cmd)?;
+        let out = Command::new(&swbench).args(["deliver", &server.url, &token, &server.child.id().to_string(), &count.to_string()]).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!("swbench deliver on {name} failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+        }
+        report.extend(text.lines().map(|l| format!("{name}: {l}")));
+        drop(server);
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    let _ = Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-c", &format!("DROP DATABASE IF EXISTS {pg_db}")]).output();
+    let text = report.join("\n") + "\n";
+    print!("{text}");
+    let out = dir.join("deliver.txt");
+    std::fs::write(&out, &text)?;
+    eprintln!("xtask: written to {}", out.display());
+    Ok(())
+}
+
+fn ingest() -> Result<()> {
     if Command::new("wrk").arg("--version").output().is_err() {
         bail!("wrk is needed: apt-get install -y wrk");
     }
