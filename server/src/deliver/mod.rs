@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// How often an idle router looks for new events, and an idle worker for due deliveries (the
+/// router also wakes the workers of its node when it has routed something).
+const ROUTER_IDLE: Duration = Duration::from_millis(10);
 const IDLE: Duration = Duration::from_millis(50);
 const CLAIM: i64 = 64;
 const CONCURRENCY: usize = 16;
@@ -32,15 +35,20 @@ pub fn start(
 ) -> tokio::task::JoinHandle<()> {
     let mut router = router::Router::new(store.clone(), integrations.clone());
     let mut stop_router = shutdown.clone();
+    let routed = Arc::new(tokio::sync::Notify::new());
+    let wake = routed.clone();
     let routing = tokio::spawn(async move {
         loop {
             match router.step().await {
-                Ok(n) if n > 0 => continue,
+                Ok(n) if n > 0 => {
+                    wake.notify_one();
+                    continue;
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "router step failed"),
             }
             let stopping = tokio::select! {
-                _ = tokio::time::sleep(IDLE) => false,
+                _ = tokio::time::sleep(ROUTER_IDLE) => false,
                 r = stop_router.wait_for(|s| *s) => r.is_ok(),
             };
             if stopping {
@@ -75,6 +83,7 @@ pub fn start(
             if jobs.is_empty() {
                 let stopping = tokio::select! {
                     _ = tokio::time::sleep(IDLE) => false,
+                    _ = routed.notified() => false,
                     r = shutdown.wait_for(|s| *s) => r.is_ok(),
                 };
                 if stopping {

@@ -70,31 +70,6 @@ pub async fn release(store: &Store, ids: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sets a delivery's end state or next attempt.
-pub async fn finish(store: &Store, id: &str, state: &str, attempts: i64, next_attempt_at: i64, reason: Option<&str>) -> anyhow::Result<()> {
-    sqlx::query("UPDATE deliveries SET state = $1, attempts = $2, next_attempt_at = $3, reason = $4, lease_until = NULL, updated_at = $5 WHERE id = $6")
-        .bind(state)
-        .bind(attempts)
-        .bind(next_attempt_at)
-        .bind(reason)
-        .bind(now_ms())
-        .bind(id)
-        .execute(store.pool())
-        .await?;
-    Ok(())
-}
-
-/// Puts a claimed job back without counting an attempt (flow control).
-pub async fn defer(store: &Store, id: &str, next_attempt_at: i64) -> anyhow::Result<()> {
-    sqlx::query("UPDATE deliveries SET state = 'pending', lease_until = NULL, next_attempt_at = $1, updated_at = $2 WHERE id = $3")
-        .bind(next_attempt_at)
-        .bind(now_ms())
-        .bind(id)
-        .execute(store.pool())
-        .await?;
-    Ok(())
-}
-
 /// Counts a failure (returns failures in a row) or, with `ok`, resets the count and closes the breaker.
 pub async fn note_result(store: &Store, destination_id: &str, ok: bool) -> anyhow::Result<i64> {
     if ok {
@@ -124,35 +99,6 @@ pub async fn open_circuit(store: &Store, destination_id: &str, until: i64, reaso
 
 pub async fn pause_destination(store: &Store, destination_id: &str, until: Option<i64>) -> anyhow::Result<()> {
     sqlx::query("UPDATE destinations SET paused_until = $1 WHERE id = $2").bind(until).bind(destination_id).execute(store.pool()).await?;
-    Ok(())
-}
-
-pub struct NewAttempt<'a> {
-    pub job: &'a Job,
-    pub latency_ms: i64,
-    pub outcome: &'a str,
-    pub status: Option<i64>,
-    pub request: String,
-    pub response: String,
-}
-
-pub async fn record_attempt(store: &Store, a: NewAttempt<'_>) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO attempts (id, delivery_id, destination_id, message_id, at, latency_ms, outcome, status, request, response) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(new_id("att"))
-    .bind(&a.job.id)
-    .bind(&a.job.destination_id)
-    .bind(&a.job.message_id)
-    .bind(now_ms())
-    .bind(a.latency_ms)
-    .bind(a.outcome)
-    .bind(a.status)
-    .bind(a.request)
-    .bind(a.response)
-    .execute(store.pool())
-    .await?;
     Ok(())
 }
 
@@ -301,4 +247,75 @@ pub async fn prune(store: &Store, before: i64) -> anyhow::Result<u64> {
         .await?
         .rows_affected();
     Ok(a + d)
+}
+
+/// What a worker writes after a claim: all of it in one transaction.
+pub struct Written {
+    pub job: Job,
+    pub attempts: Vec<AttemptRec>,
+    /// New state, attempts counted, next attempt time, reason.
+    pub state: &'static str,
+    pub count: i64,
+    pub next_attempt_at: i64,
+    pub reason: Option<String>,
+}
+
+pub struct AttemptRec {
+    pub latency_ms: i64,
+    pub outcome: &'static str,
+    pub status: Option<i64>,
+    pub request: String,
+    pub response: String,
+}
+
+/// Writes the attempts and new states of a claim's jobs in one transaction; adds `failures` to the
+/// destination's failures in a row (after resetting them when `delivered`); returns that count.
+pub async fn write_results(store: &Store, destination_id: &str, results: &[Written], delivered: bool, failures: i64, pause_until: Option<i64>) -> anyhow::Result<i64> {
+    let now = now_ms();
+    let mut tx = store.begin().await?;
+    for w in results {
+        for a in &w.attempts {
+            sqlx::query(
+                "INSERT INTO attempts (id, delivery_id, destination_id, message_id, at, latency_ms, outcome, status, request, response) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(new_id("att"))
+            .bind(&w.job.id)
+            .bind(&w.job.destination_id)
+            .bind(&w.job.message_id)
+            .bind(now)
+            .bind(a.latency_ms)
+            .bind(a.outcome)
+            .bind(a.status)
+            .bind(&a.request)
+            .bind(&a.response)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE deliveries SET state = $1, attempts = $2, next_attempt_at = $3, reason = $4, lease_until = NULL, updated_at = $5 WHERE id = $6")
+            .bind(w.state)
+            .bind(w.count)
+            .bind(w.next_attempt_at)
+            .bind(&w.reason)
+            .bind(now)
+            .bind(&w.job.id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if delivered {
+        sqlx::query("UPDATE destinations SET consecutive_failures = 0, circuit_reason = NULL WHERE id = $1 AND (consecutive_failures > 0 OR circuit_reason IS NOT NULL)")
+            .bind(destination_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut in_a_row = 0;
+    if failures > 0 {
+        sqlx::query("UPDATE destinations SET consecutive_failures = consecutive_failures + $1 WHERE id = $2").bind(failures).bind(destination_id).execute(&mut *tx).await?;
+        in_a_row = sqlx::query_scalar("SELECT consecutive_failures FROM destinations WHERE id = $1").bind(destination_id).fetch_one(&mut *tx).await?;
+    }
+    if let Some(until) = pause_until {
+        sqlx::query("UPDATE destinations SET paused_until = $1 WHERE id = $2 AND (paused_until IS NULL OR paused_until < $1)").bind(until).bind(destination_id).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(in_a_row)
 }

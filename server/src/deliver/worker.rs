@@ -2,7 +2,7 @@
 //! send it through the transport, record the attempt, and decide: done, retry later (schedule,
 //! `Retry-After`, a 429/503 pausing the whole destination), or dead-letter.
 
-use super::queue::{self, Job, NewAttempt};
+use super::queue::{self, AttemptRec, Job, Written};
 use super::schedule::{PolicyPatch, RetryPolicy};
 use crate::integrations::{destination, handlers, sample, Integrations};
 use crate::store::{now_ms, Store};
@@ -10,6 +10,7 @@ use crate::transport::Outcome;
 use model::mapping::{effective_settings, Built, Prepared};
 use futures_util::StreamExt;
 use serde_json::Value;
+use std::collections::HashMap;
 
 /// What an attempt log keeps of a request body.
 const KEEP_REQUEST: usize = 16 * 1024;
@@ -41,13 +42,15 @@ enum Verdict {
     Dead(String),
     Rejected(String),
     Filtered(String),
+    /// Flow control: back in the queue at this time, without an attempt.
+    Deferred(i64),
 }
 
 impl Verdict {
     /// Which of two outcomes for one event wins (several actions, several requests).
     fn rank(&self) -> u8 {
         match self {
-            Verdict::Filtered(_) => 0,
+            Verdict::Filtered(_) | Verdict::Deferred(_) => 0,
             Verdict::Delivered => 1,
             Verdict::Retry { .. } => 2,
             Verdict::Rejected(_) => 3,
@@ -64,146 +67,167 @@ impl Verdict {
 
 impl Worker {
     /// Delivers claimed jobs of one destination: in batches where the integration batches,
-    /// otherwise one by one, up to the destination's concurrency.
+    /// otherwise one by one, up to the destination's concurrency; then writes every attempt and
+    /// new state in one transaction.
     pub async fn run_group(&self, jobs: Vec<Job>) -> anyhow::Result<()> {
         let Some(first) = jobs.first() else { return Ok(()) };
         let mut conn = self.store.pool().acquire().await?;
         let Some(row) = crate::store::destination(&mut conn, &first.destination_id).await? else { return Ok(()) };
-        drop(conn);
-        let size = self
-            .integrations
-            .catalog
-            .get(&row.integration)
-            .and_then(|l| l.manifest.capabilities.batching.as_ref())
-            .map_or(1, |b| b.max_size.max(1) as usize);
-        let chunks: Vec<Vec<Job>> = jobs.chunks(size).map(<[Job]>::to_vec).collect();
-        let row = &row;
-        futures_util::stream::iter(chunks)
-            .map(|chunk| async move {
-                if let Err(e) = self.run(chunk, row).await {
-                    tracing::warn!(destination = %row.name, error = %e, "delivery failed; the lease will bring it back");
-                }
-            })
-            .buffer_unordered(16)
-            .collect::<Vec<()>>()
-            .await;
-        Ok(())
-    }
-
-    /// Delivers jobs of one destination as one batch (or one job) and records their new states.
-    async fn run(&self, jobs: Vec<Job>, row: &crate::store::DestinationRow) -> anyhow::Result<()> {
-        let mut events = Vec::with_capacity(jobs.len());
-        let mut conn = self.store.pool().acquire().await?;
+        let mut events = HashMap::new();
         for job in &jobs {
             let e: Option<(String, i64)> =
                 sqlx::query_as("SELECT payload, received_at FROM events WHERE seq = $1").bind(job.event_seq).fetch_optional(&mut *conn).await?;
-            events.push(e.map(|(p, at)| (serde_json::from_str::<Value>(&p).unwrap_or_default(), at)));
+            if let Some((p, at)) = e {
+                events.insert(job.event_seq, (serde_json::from_str::<Value>(&p).unwrap_or_default(), at));
+            }
         }
         drop(conn);
         let patch = serde_json::from_value::<PolicyPatch>(row.delivery.clone()).unwrap_or_default();
         let policy = patch.apply(&self.base_policy);
+        let loaded = self.integrations.catalog.get(&row.integration).cloned();
+        let size = loaded.as_ref().and_then(|l| l.manifest.capabilities.batching.as_ref()).map_or(1, |b| b.max_size.max(1) as usize);
+        let chunks: Vec<Vec<Job>> = jobs.chunks(size).map(<[Job]>::to_vec).collect();
+        let (row, events, loaded, patch_ref) = (&row, &events, &loaded, &patch);
+        let results: Vec<anyhow::Result<Vec<(Job, Verdict, Vec<AttemptRec>)>>> = futures_util::stream::iter(chunks)
+            .map(|chunk| async move { self.run(chunk, row, events, loaded.as_deref(), patch_ref).await })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut done = Vec::new();
+        for r in results {
+            match r {
+                Ok(list) => done.extend(list),
+                Err(e) => tracing::warn!(destination = %row.name, error = %e, "delivery failed; the lease will bring it back"),
+            }
+        }
+        self.settle(done, row, &patch, &policy, events).await
+    }
+
+    /// Delivers jobs of one destination as one batch (or one job); nothing is written here.
+    async fn run(
+        &self,
+        jobs: Vec<Job>,
+        row: &crate::store::DestinationRow,
+        events: &HashMap<i64, (Value, i64)>,
+        loaded: Option<&crate::integrations::Loaded>,
+        patch: &PolicyPatch,
+    ) -> anyhow::Result<Vec<(Job, Verdict, Vec<AttemptRec>)>> {
         // Flow control: over the rate or concurrency limit, the jobs wait without an attempt.
-        let default_rate = self.integrations.catalog.get(&row.integration).and_then(|l| l.manifest.capabilities.rate_limit);
+        let default_rate = loaded.and_then(|l| l.manifest.capabilities.rate_limit);
         let _permit = match self.flow.admit(&row.id, patch.rate_limit.or(default_rate), patch.concurrency.unwrap_or(16)) {
             Ok(permit) => permit,
             Err(wait) => {
-                for job in &jobs {
-                    queue::defer(&self.store, &job.id, now_ms() + wait.as_millis() as i64).await?;
-                }
-                return Ok(());
+                let at = now_ms() + wait.as_millis() as i64;
+                return Ok(jobs.into_iter().map(|j| (j, Verdict::Deferred(at), Vec::new())).collect());
             }
         };
-        let verdicts = match self.integrations.catalog.get(&row.integration) {
-            None => jobs.iter().map(|_| Verdict::Dead(format!("integration '{}' is not in the catalog", row.integration))).collect(),
-            Some(loaded) => self.attempt(&jobs, row, loaded, &events).await?,
+        let Some(loaded) = loaded else {
+            let why = format!("integration '{}' is not in the catalog", row.integration);
+            return Ok(jobs.into_iter().map(|j| (j, Verdict::Dead(why.clone()), Vec::new())).collect());
         };
-        for ((job, verdict), event) in jobs.iter().zip(verdicts).zip(&events) {
-            if matches!(verdict, Verdict::Delivered) {
-                if let Some((_, received_at)) = event {
-                    let secs = (now_ms() - received_at).max(0) as f64 / 1000.0;
-                    metrics::histogram!("switchyard_delivery_latency_seconds").record(secs);
+        self.attempt(jobs, row, loaded, events).await
+    }
+
+    /// Turns verdicts into new states, writes them with the attempts in one transaction, and feeds
+    /// the circuit breaker and the alerts.
+    async fn settle(
+        &self,
+        done: Vec<(Job, Verdict, Vec<AttemptRec>)>,
+        row: &crate::store::DestinationRow,
+        patch: &PolicyPatch,
+        policy: &RetryPolicy,
+        events: &HashMap<i64, (Value, i64)>,
+    ) -> anyhow::Result<()> {
+        let now = now_ms();
+        let (mut delivered, mut failures, mut pause_until, mut dead) = (false, 0i64, None::<i64>, None::<String>);
+        let mut written = Vec::with_capacity(done.len());
+        for (job, verdict, attempts) in done {
+            let count = job.attempts + 1;
+            let label = match &verdict {
+                Verdict::Delivered => "delivered",
+                Verdict::Retry { .. } => "retrying",
+                Verdict::Dead(_) => "dead",
+                Verdict::Rejected(_) => "rejected",
+                Verdict::Filtered(_) => "filtered",
+                Verdict::Deferred(_) => "deferred",
+            };
+            metrics::counter!("switchyard_deliveries_total", "destination" => row.name.clone(), "outcome" => label).increment(1);
+            let (state, count, next, reason) = match verdict {
+                Verdict::Deferred(at) => ("pending", job.attempts, at, None),
+                Verdict::Delivered => {
+                    delivered = true;
+                    if let Some((_, received_at)) = events.get(&job.event_seq) {
+                        metrics::histogram!("switchyard_delivery_latency_seconds").record((now - received_at).max(0) as f64 / 1000.0);
+                    }
+                    ("succeeded", count, now, None)
                 }
-            }
-            self.settle(job, verdict, row, &patch, &policy).await?;
+                Verdict::Rejected(r) => ("rejected", count, now, Some(r)),
+                Verdict::Filtered(r) => ("filtered", count, now, Some(r)),
+                Verdict::Dead(r) => {
+                    failures += 1;
+                    dead = Some(r.clone());
+                    ("dead", count, now, Some(r))
+                }
+                Verdict::Retry { retry_after, pause, reason } => {
+                    failures += 1;
+                    let age = std::time::Duration::from_millis((now - job.created_at).max(0) as u64);
+                    if policy.exhausted(count as u32, age) {
+                        let r = format!("gave up after {count} attempts: {reason}");
+                        dead = Some(r.clone());
+                        ("dead", count, now, Some(r))
+                    } else {
+                        let scheduled = policy.delay(count as u32).as_millis() as i64;
+                        let after = retry_after.map(|s| (s.min(policy.retry_after_cap_secs) * 1000.0) as i64);
+                        let wait = after.map_or(scheduled, |a| a.max(scheduled));
+                        if pause {
+                            // A 429 or 503 holds back the whole destination until then.
+                            pause_until = Some(pause_until.map_or(now + wait, |p: i64| p.max(now + wait)));
+                        }
+                        ("retrying", count, now + wait, Some(reason))
+                    }
+                }
+            };
+            written.push(Written { job, attempts, state, count, next_attempt_at: next, reason });
+        }
+        let in_a_row = queue::write_results(&self.store, &row.id, &written, delivered, failures, pause_until).await?;
+        if failures > 0 && in_a_row >= patch.breaker_failures.unwrap_or(20) as i64 {
+            let probe = (patch.breaker_probe_secs.unwrap_or(60.0) * 1000.0) as i64;
+            let last = written.iter().rev().find_map(|w| w.reason.clone()).unwrap_or_default();
+            let why = format!("{in_a_row} failures in a row; last: {last}");
+            queue::open_circuit(&self.store, &row.id, now + probe, &why).await?;
+            self.alerts.notify(&row.name, "paused", &why);
+        }
+        if let Some(r) = dead {
+            self.alerts.notify(&row.name, "dead_letter", &r);
         }
         Ok(())
     }
 
-    /// Records a job's new state: done, retry later, or dead-letter; feeds the circuit breaker.
-    async fn settle(&self, job: &Job, verdict: Verdict, row: &crate::store::DestinationRow, patch: &PolicyPatch, policy: &RetryPolicy) -> anyhow::Result<()> {
-        let (label, state) = match &verdict {
-            Verdict::Delivered => ("delivered", "succeeded"),
-            Verdict::Retry { .. } => ("retrying", "retrying"),
-            Verdict::Dead(_) => ("dead", "dead"),
-            Verdict::Rejected(_) => ("rejected", "rejected"),
-            Verdict::Filtered(_) => ("filtered", "filtered"),
-        };
-        metrics::counter!("switchyard_deliveries_total", "destination" => row.name.clone(), "outcome" => label).increment(1);
-        let attempts = job.attempts + 1;
-        let now = now_ms();
-        // The circuit breaker counts transport outcomes only (not rejections or filters).
-        match &verdict {
-            Verdict::Delivered => {
-                queue::note_result(&self.store, &job.destination_id, true).await?;
-            }
-            Verdict::Retry { reason, .. } | Verdict::Dead(reason) => {
-                let failures = queue::note_result(&self.store, &job.destination_id, false).await?;
-                if failures >= patch.breaker_failures.unwrap_or(20) as i64 {
-                    let probe = (patch.breaker_probe_secs.unwrap_or(60.0) * 1000.0) as i64;
-                    let why = format!("{failures} failures in a row; last: {reason}");
-                    queue::open_circuit(&self.store, &job.destination_id, now + probe, &why).await?;
-                    self.alerts.notify(&row.name, "paused", &why);
-                }
-                if let Verdict::Dead(r) = &verdict {
-                    self.alerts.notify(&row.name, "dead_letter", r);
-                }
-            }
-            _ => {}
-        }
-        match verdict {
-            Verdict::Delivered => queue::finish(&self.store, &job.id, state, attempts, now, None).await,
-            Verdict::Dead(r) | Verdict::Rejected(r) | Verdict::Filtered(r) => queue::finish(&self.store, &job.id, state, attempts, now, Some(&r)).await,
-            Verdict::Retry { retry_after, pause, reason } => {
-                let age = std::time::Duration::from_millis((now - job.created_at).max(0) as u64);
-                if policy.exhausted(attempts as u32, age) {
-                    return queue::finish(&self.store, &job.id, "dead", attempts, now, Some(&format!("gave up after {attempts} attempts: {reason}"))).await;
-                }
-                let scheduled = policy.delay(attempts as u32).as_millis() as i64;
-                let after = retry_after.map(|s| (s.min(policy.retry_after_cap_secs) * 1000.0) as i64);
-                let wait = after.map_or(scheduled, |a| a.max(scheduled));
-                if pause {
-                    // A 429 or 503 holds back the whole destination until then.
-                    queue::pause_destination(&self.store, &job.destination_id, Some(now + wait)).await?;
-                }
-                queue::finish(&self.store, &job.id, state, attempts, now + wait, Some(&reason)).await
-            }
-        }
-    }
-
-    /// Maps the events and sends the requests; one verdict per job.
+    /// Maps the events and sends the requests; one verdict (and its attempts) per job.
     async fn attempt(
         &self,
-        jobs: &[Job],
+        jobs: Vec<Job>,
         row: &crate::store::DestinationRow,
         loaded: &crate::integrations::Loaded,
-        events: &[Option<(Value, i64)>],
-    ) -> anyhow::Result<Vec<Verdict>> {
+        events: &HashMap<i64, (Value, i64)>,
+    ) -> anyhow::Result<Vec<(Job, Verdict, Vec<AttemptRec>)>> {
         let m = &loaded.manifest;
-        let mut verdicts: Vec<Verdict> = events
+        let mut verdicts: Vec<Verdict> = jobs
             .iter()
-            .map(|e| match e {
+            .map(|j| match events.get(&j.event_seq) {
                 Some(_) => Verdict::Filtered("no action of the integration takes this event".into()),
                 None => Verdict::Dead("the event is no longer stored (past the retention period?)".into()),
             })
             .collect();
+        let mut records: Vec<Vec<AttemptRec>> = jobs.iter().map(|_| Vec::new()).collect();
         // Positions of the stored events among the jobs.
-        let present: Vec<usize> = (0..events.len()).filter(|i| events[*i].is_some()).collect();
-        let values: Vec<Value> = present.iter().map(|i| events[*i].as_ref().map(|e| e.0.clone()).unwrap_or_default()).collect();
+        let present: Vec<usize> = (0..jobs.len()).filter(|i| events.contains_key(&jobs[*i].event_seq)).collect();
+        let values: Vec<Value> = present.iter().map(|i| events[&jobs[*i].event_seq].0.clone()).collect();
         let full = destination::full_settings(loaded, &self.integrations.cipher, row)?;
         let settings = effective_settings(&full, false);
         let prepared = match Prepared::new(m, &row.actions) {
             Ok(p) => p,
-            Err(e) => return Ok(jobs.iter().map(|_| Verdict::Dead(format!("misconfigured: {e}"))).collect()),
+            Err(e) => return Ok(jobs.into_iter().map(|j| (j, Verdict::Dead(format!("misconfigured: {e}")), Vec::new())).collect()),
         };
         let built = handlers::for_handler(m.handler.as_deref()).map(&prepared, &settings, &values, now_ms() / 1000);
         let secrets = sample::secret_values(&self.integrations.cipher.open(&row.secrets)?, &full);
@@ -211,10 +235,9 @@ impl Worker {
         for b in built {
             match b {
                 Built::Rejected { reason, event, .. } => {
-                    let job = &jobs[present[event]];
-                    let a = NewAttempt { job, latency_ms: 0, outcome: "rejected", status: None, request: "{}".into(), response: reason.clone() };
-                    queue::record_attempt(&self.store, a).await?;
-                    verdicts[present[event]].merge(Verdict::Rejected(reason));
+                    let j = present[event];
+                    records[j].push(AttemptRec { latency_ms: 0, outcome: "rejected", status: None, request: "{}".into(), response: reason.clone() });
+                    verdicts[j].merge(Verdict::Rejected(reason));
                 }
                 Built::Request { request, events: idx, .. } => {
                     let a = transport.send(&settings, &request).await;
@@ -233,15 +256,14 @@ impl Worker {
                         None => cut(detail.clone(), 300),
                     };
                     for i in idx {
-                        let record = NewAttempt {
-                            job: &jobs[present[i]],
+                        let j = present[i];
+                        records[j].push(AttemptRec {
                             latency_ms: a.latency_ms as i64,
                             outcome,
                             status: a.status.map(i64::from),
                             request: shown.clone(),
                             response: detail.clone(),
-                        };
-                        queue::record_attempt(&self.store, record).await?;
+                        });
                         let v = match a.outcome {
                             Outcome::Delivered => Verdict::Delivered,
                             Outcome::Permanent => Verdict::Dead(why.clone()),
@@ -250,11 +272,11 @@ impl Worker {
                                 Verdict::Retry { retry_after: a.retry_after, pause, reason: why.clone() }
                             }
                         };
-                        verdicts[present[i]].merge(v);
+                        verdicts[j].merge(v);
                     }
                 }
             }
         }
-        Ok(verdicts)
+        Ok(jobs.into_iter().zip(verdicts).zip(records).map(|((j, v), r)| (j, v, r)).collect())
     }
 }
