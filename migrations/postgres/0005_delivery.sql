@@ -58,3 +58,11 @@ ALTER TABLE destinations ADD COLUMN delivery TEXT NOT NULL DEFAULT '{}';
 -- The circuit breaker: failures in a row, and why the destination was paused automatically.
 ALTER TABLE destinations ADD COLUMN consecutive_failures BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE destinations ADD COLUMN circuit_reason TEXT;
+-- "Only when traits changed": the traits last routed per destination and user (a hash).
+CREATE TABLE destination_traits (
+    destination_id TEXT NOT NULL REFERENCES destinations (id) ON DELETE CASCADE,
+    user_key TEXT NOT NULL,
+    traits_hash TEXT NOT NULL,
+    PRIMARY KEY (destination_id, user_key)
+);
+CREATE INDEX destination_traits_user ON destination_traits (user_key);

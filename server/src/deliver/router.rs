@@ -20,6 +20,7 @@ struct Dest {
     loaded: Arc<Loaded>,
     filters: Value,
     ordered: bool,
+    only_changed_traits: bool,
 }
 
 pub struct Router {
@@ -53,6 +54,7 @@ impl Router {
                 id: get(r, "id")?,
                 name: get(r, "name")?,
                 loaded: loaded.clone(),
+                only_changed_traits: serde_json::from_str::<model::integration::filters::Filters>(&filters).is_ok_and(|f| f.only_changed_traits),
                 filters: serde_json::from_str(&filters).unwrap_or_default(),
                 ordered,
             });
@@ -107,7 +109,10 @@ impl Router {
             let payload: String = get(r, "payload")?;
             let event: Value = serde_json::from_str(&payload).unwrap_or_default();
             for d in list {
-                let reason = route::filtered(&d.loaded, &d.name, &d.filters, &event);
+                let mut reason = route::filtered(&d.loaded, &d.name, &d.filters, &event);
+                if reason.is_none() && d.only_changed_traits && event.get("type").and_then(Value::as_str) == Some("identify") {
+                    reason = traits_unchanged(&mut tx, &d.id, &event).await?;
+                }
                 let state = if reason.is_some() { "filtered" } else { "pending" };
                 let lane = d.ordered.then(|| lane(&event)).flatten();
                 sqlx::query(
@@ -139,4 +144,31 @@ fn lane(event: &Value) -> Option<String> {
         Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
     })
+}
+
+/// For "only when traits changed": `Some(reason)` when this user's traits are the ones last routed
+/// to the destination; otherwise remembers them.
+async fn traits_unchanged(conn: &mut sqlx::AnyConnection, destination_id: &str, event: &Value) -> anyhow::Result<Option<String>> {
+    use sha2::{Digest, Sha256};
+    let Some(user) = lane(event) else { return Ok(None) };
+    let traits = event.get("traits").or_else(|| event.pointer("/context/traits")).cloned().unwrap_or(Value::Null);
+    let hash = hex::encode(Sha256::digest(traits.to_string().as_bytes()));
+    let last: Option<String> = sqlx::query_scalar("SELECT traits_hash FROM destination_traits WHERE destination_id = $1 AND user_key = $2")
+        .bind(destination_id)
+        .bind(&user)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if last.as_deref() == Some(hash.as_str()) {
+        return Ok(Some("the user's traits have not changed since the last identify sent".into()));
+    }
+    sqlx::query(
+        "INSERT INTO destination_traits (destination_id, user_key, traits_hash) VALUES ($1, $2, $3) \
+         ON CONFLICT (destination_id, user_key) DO UPDATE SET traits_hash = excluded.traits_hash",
+    )
+    .bind(destination_id)
+    .bind(&user)
+    .bind(&hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok(None)
 }

@@ -41,6 +41,8 @@ impl Store {
         let mut out = DeletionOut::default();
         for (column, key, value) in [("user_id", "userId", user_id), ("anonymous_id", "anonymousId", anonymous_id)] {
             let Some(value) = value else { continue };
+            // What the "only when traits changed" filter remembers of this user.
+            sqlx::query("DELETE FROM destination_traits WHERE user_key = $1").bind(value).execute(&mut *tx).await?;
             // The attempt log holds copies of the events in its requests: it goes first.
             let of_user = format!("SELECT seq FROM events WHERE {column} = $1");
             sqlx::query(&format!("DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq IN ({of_user}))"))

@@ -176,3 +176,24 @@ async fn rate_limit_is_respected() {
     let closest = got[5..].windows(2).map(|w| w[1].at - w[0].at).min().unwrap();
     assert!(closest >= Duration::from_millis(120), "after the burst, one every 200 ms: {closest:?}");
 }
+
+#[tokio::test]
+async fn identify_only_when_traits_changed() {
+    let env = crate::env_or_skip!(Db::Sqlite);
+    let w = world(&env, json!({})).await;
+    let c = w.server.client();
+    let patch = json!({"filters": {"only_changed_traits": true}, "actions": {}});
+    let r = c.patch(w.server.at(&format!("/api/destinations/{}", w.dest))).bearer_auth(&w.token).json(&patch).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:", w.key)));
+    for (id, plan) in [("i1", "free"), ("i2", "free"), ("i3", "pro")] {
+        let body = json!({"userId": "u9", "messageId": id, "traits": {"plan": plan}});
+        let r = c.post(w.server.at("/v1/identify")).header("Authorization", &auth).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    w.state_of("i3", "succeeded").await;
+    let d = w.state_of("i2", "filtered").await;
+    assert!(d["reason"].as_str().unwrap().contains("traits have not changed"), "{d}");
+    let ids: Vec<String> = w.rx.requests().iter().map(|r| r.headers["webhook-id"].to_str().unwrap().to_string()).collect();
+    assert_eq!(ids, ["i1", "i3"]);
+}
