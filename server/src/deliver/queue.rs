@@ -184,7 +184,26 @@ pub async fn attempts(store: &Store, destination_id: &str, message_id: Option<&s
 }
 
 /// Puts dead letters back in the queue (all, or the given ids); returns how many, recording the replay.
-pub async fn replay(store: &Store, destination_id: &str, ids: Option<&[String]>, actor: &str, filter: &str) -> anyhow::Result<(String, u64)> {
+/// Which dead letters a replay takes when no ids are given.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadFilter {
+    /// Dead-lettered at or after this time (ms since the epoch).
+    pub since: Option<i64>,
+    /// Dead-lettered at or before this time (ms).
+    pub until: Option<i64>,
+    /// Only those whose reason contains this text (for example `answered 400`).
+    pub reason_contains: Option<String>,
+}
+
+pub async fn replay(
+    store: &Store,
+    destination_id: &str,
+    ids: Option<&[String]>,
+    filter: &DeadFilter,
+    actor: &str,
+    recorded: &str,
+) -> anyhow::Result<(String, u64)> {
     let now = now_ms();
     let mut tx = store.begin().await?;
     let mut count = 0;
@@ -196,7 +215,18 @@ pub async fn replay(store: &Store, destination_id: &str, ids: Option<&[String]>,
                 count += sqlx::query(&format!("{base} AND id = $3")).bind(now).bind(destination_id).bind(id).execute(&mut *tx).await?.rows_affected();
             }
         }
-        None => count = sqlx::query(base).bind(now).bind(destination_id).execute(&mut *tx).await?.rows_affected(),
+        None => {
+            let text = filter.reason_contains.as_deref().unwrap_or("").replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            count = sqlx::query(&format!("{base} AND updated_at >= $3 AND updated_at <= $4 AND COALESCE(reason, '') LIKE $5 ESCAPE '\\'"))
+                .bind(now)
+                .bind(destination_id)
+                .bind(filter.since.unwrap_or(0))
+                .bind(filter.until.unwrap_or(i64::MAX))
+                .bind(format!("%{text}%"))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+        }
     }
     let replay_id = new_id("rpl");
     sqlx::query("INSERT INTO replays (id, destination_id, actor, at, count, filter) VALUES ($1, $2, $3, $4, $5, $6)")
@@ -205,7 +235,7 @@ pub async fn replay(store: &Store, destination_id: &str, ids: Option<&[String]>,
         .bind(actor)
         .bind(now)
         .bind(count as i64)
-        .bind(filter)
+        .bind(recorded)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

@@ -46,8 +46,10 @@ impl DeliveryParams {
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdsIn {
-    /// Delivery ids; absent: all dead letters of the destination.
+    /// Delivery ids; absent: all dead letters of the destination (that `filter` lets through).
     pub ids: Option<Vec<String>>,
+    /// Replay only: which dead letters when no ids are given.
+    pub filter: Option<queue::DeadFilter>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -100,14 +102,16 @@ async fn dead_letter(_auth: Auth<Viewer>, State(state): State<AppState>, Path(id
     Ok(Json(ListOut { items, next: None }))
 }
 
-/// Sends dead letters again (the given ids, or all); the replay is recorded (who, when, how many).
+/// Sends dead letters again (the given ids, or all that the filter lets through); the replay is
+/// recorded (who, when, how many, which).
 #[utoipa::path(post, path = "/api/destinations/{id}/dead-letter/replay", tag = "delivery", params(("id" = String, Path)), request_body = IdsIn,
     responses((status = 200, body = ReplayOut), (status = 404, body = model::Problem)))]
 async fn replay_dead_letter(auth: Auth<Editor>, State(state): State<AppState>, Path(id): Path<String>, raw: axum::body::Bytes) -> ApiResult<Json<ReplayOut>> {
     exists(&state, &id).await?;
     let body = ids_of(&raw)?;
-    let filter = serde_json::json!({"ids": body.ids}).to_string();
-    let (replay_id, count) = queue::replay(&state.store, &id, body.ids.as_deref(), &auth.actor.label(), &filter).await?;
+    let filter = body.filter.unwrap_or_default();
+    let recorded = serde_json::json!({"ids": body.ids, "filter": filter}).to_string();
+    let (replay_id, count) = queue::replay(&state.store, &id, body.ids.as_deref(), &filter, &auth.actor.label(), &recorded).await?;
     Ok(Json(ReplayOut { replay_id, count }))
 }
 

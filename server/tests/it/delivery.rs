@@ -138,7 +138,10 @@ async fn permanent_failure_dead_letters_and_replay_delivers(db: Db) {
     w.rx.status.store(200, std::sync::atomic::Ordering::SeqCst);
     let c = w.server.client();
     let url = w.server.at(&format!("/api/destinations/{}/dead-letter/replay", w.dest));
-    let r: Value = c.post(url).bearer_auth(&w.token).send().await.unwrap().json().await.unwrap();
+    let none: Value = c.post(&url).bearer_auth(&w.token).json(&json!({"filter": {"reason_contains": "answered 500"}})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(none["count"], 0, "the filter keeps it out: {none}");
+    let body = json!({"filter": {"reason_contains": "answered 400", "since": 0}});
+    let r: Value = c.post(&url).bearer_auth(&w.token).json(&body).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["count"], 1);
     w.state_of("m-400", "succeeded").await;
     assert_eq!(w.rx.requests().len(), 2);
