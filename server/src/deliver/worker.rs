@@ -223,7 +223,7 @@ impl Worker {
         // Positions of the stored events among the jobs.
         let present: Vec<usize> = (0..jobs.len()).filter(|i| events.contains_key(&jobs[*i].event_seq)).collect();
         let values: Vec<Value> = present.iter().map(|i| events[&jobs[*i].event_seq].0.clone()).collect();
-        let full = destination::full_settings(loaded, &self.integrations.cipher, row)?;
+        let full = destination::full_settings(&self.integrations.cipher, row)?;
         let settings = effective_settings(&full, false);
         let prepared = match Prepared::new(m, &row.actions) {
             Ok(p) => p,

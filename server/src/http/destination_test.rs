@@ -56,7 +56,7 @@ async fn settings_of(state: &AppState, id: &str) -> ApiResult<(store::Destinatio
     let mut conn = state.store.pool().acquire().await.map_err(anyhow::Error::from)?;
     let row = store::destination(&mut conn, id).await?.ok_or(ApiError::NotFound("destination"))?;
     let loaded = state.integrations.catalog.get(&row.integration).cloned().ok_or(ApiError::NotFound("integration"))?;
-    let full = destination::full_settings(&loaded, &state.integrations.cipher, &row)?;
+    let full = destination::full_settings(&state.integrations.cipher, &row)?;
     Ok((row, loaded, full))
 }
 

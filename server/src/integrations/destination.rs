@@ -1,7 +1,7 @@
 //! A destination's configuration checked against its integration: settings (secrets sealed),
 //! action overrides and filters; and the masked form the API returns.
 
-use super::{settings, Catalog, Loaded};
+use super::{settings, Catalog};
 use crate::secrets::Cipher;
 use crate::store::{DestinationRow, DestinationWrite};
 use model::integration::filters::Filters;
@@ -32,7 +32,7 @@ pub fn check(catalog: &Catalog, cipher: &Cipher, input: Input, existing: Option<
         return Err(vec![FieldError { field: "integration".into(), message: format!("'{}' is not in the catalog", input.integration) }]);
     };
     let old = match existing.filter(|e| e.integration == input.integration) {
-        Some(e) => Some(full_settings(loaded, cipher, e).map_err(|e| vec![FieldError { field: "settings".into(), message: e.to_string() }])?),
+        Some(e) => Some(full_settings(cipher, e).map_err(|e| vec![FieldError { field: "settings".into(), message: e.to_string() }])?),
         None => None,
     };
     let mut errors = Vec::new();
@@ -69,8 +69,7 @@ pub fn check(catalog: &Catalog, cipher: &Cipher, input: Input, existing: Option<
 }
 
 /// The stored settings with their secrets opened (for sending, and for keeping on update).
-pub fn full_settings(loaded: &Loaded, cipher: &Cipher, row: &DestinationRow) -> anyhow::Result<Map<String, Value>> {
-    let _ = loaded;
+pub fn full_settings(cipher: &Cipher, row: &DestinationRow) -> anyhow::Result<Map<String, Value>> {
     Ok(settings::join_secrets(&row.settings, &cipher.open(&row.secrets)?))
 }
 
@@ -136,10 +135,10 @@ pub fn out(catalog: &Catalog, cipher: &Cipher, row: DestinationRow) -> Destinati
 
 /// Why a stored destination cannot work with the current catalog, if it cannot.
 pub fn misconfiguration(catalog: &Catalog, cipher: &Cipher, row: &DestinationRow) -> Option<String> {
-    let Some(loaded) = catalog.get(&row.integration) else {
+    if catalog.get(&row.integration).is_none() {
         return Some(format!("integration '{}' is not in the catalog", row.integration));
-    };
-    let full = match full_settings(loaded, cipher, row) {
+    }
+    let full = match full_settings(cipher, row) {
         Ok(f) => f,
         Err(e) => return Some(e.to_string()),
     };

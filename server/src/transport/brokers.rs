@@ -221,12 +221,11 @@ async fn pg_conn(settings: &Map<String, Value>) -> Result<sqlx::PgConnection, St
 }
 
 /// The table name, checked (the manifest's pattern) and quoted.
-fn table(settings: &Map<String, Value>, target: &str) -> Result<String, String> {
+fn table(target: &str) -> Result<String, String> {
     let ok = !target.is_empty()
         && target.len() <= 63
         && target.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
         && target.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    let _ = settings;
     if ok {
         Ok(format!("\"{target}\""))
     } else {
@@ -250,7 +249,7 @@ impl Transport for Postgres {
     async fn send(&self, settings: &Map<String, Value>, request: &Request) -> Attempt {
         timed(async {
             let p = as_publish(request).map_err(|e| (Outcome::Permanent, e))?;
-            let t = table(settings, &p.target).map_err(|e| (Outcome::Permanent, e))?;
+            let t = table(&p.target).map_err(|e| (Outcome::Permanent, e))?;
             let mut conn = pg_conn(settings).await.map_err(|e| (Outcome::Retryable, e))?;
             pg_ensure_table(&mut conn, settings, &t).await.map_err(|e| (Outcome::Retryable, e))?;
             let sql = format!("INSERT INTO {t} (message_id, type, user_id, payload) VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (message_id) DO NOTHING");
@@ -269,7 +268,7 @@ impl Transport for Postgres {
 
     async fn test_connection(&self, _m: &Manifest, settings: &Map<String, Value>) -> Result<String, String> {
         let mut conn = pg_conn(settings).await?;
-        let t = table(settings, text(settings, "table").unwrap_or("switchyard_events"))?;
+        let t = table(text(settings, "table").unwrap_or("switchyard_events"))?;
         pg_ensure_table(&mut conn, settings, &t).await?;
         let v: String = sqlx::query_scalar("SELECT version()").fetch_one(&mut conn).await.map_err(|e| e.to_string())?;
         Ok(format!("connected: {}", v.split(" on ").next().unwrap_or(&v)))
