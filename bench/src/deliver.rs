@@ -1,8 +1,11 @@
 //! `swbench deliver`: measures the delivery engine end to end. It runs a receiver, creates a
-//! source and an enabled webhook destination pointing at it, then (1) sends COUNT events in
-//! batches of 100 and measures how fast they are delivered, sampling the queue depth each second,
-//! and (2) sends single track calls at half that rate for 10 s and measures ingest-to-delivered
-//! latency per event. Prints the figures.
+//! source and an enabled webhook destination pointing at it, then, with batching off and then on
+//! (100 events per request):
+//! - backlog: the destination paused, COUNT events are stored; resumed, how fast they drain;
+//! - sustained: COUNT more events sent as fast as ingest takes them (8 requests of 100 in flight),
+//!   the ingest rate and the delivered rate side by side, with the queue depth each second;
+//! - latency (batching off): single track calls at half the sustained rate for 10 s,
+//!   ingest-to-delivered per event.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,11 +15,28 @@ type Seen = Arc<Mutex<HashMap<String, Instant>>>;
 
 async fn receiver(seen: Seen) -> String {
     use axum::http::HeaderMap;
-    let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+    #[derive(serde::Deserialize)]
+    struct Item {
+        #[serde(rename = "messageId")]
+        message_id: String,
+    }
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: axum::body::Bytes| {
         let seen = seen.clone();
         async move {
-            if let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok()) {
-                seen.lock().unwrap().entry(id.to_string()).or_insert_with(Instant::now);
+            let now = Instant::now();
+            match headers.get("webhook-id").and_then(|v| v.to_str().ok()) {
+                // A batch: the body is an array of events.
+                Some(id) if id.starts_with("batch_") => {
+                    let items: Vec<Item> = serde_json::from_slice(&body).unwrap_or_default();
+                    let mut seen = seen.lock().unwrap();
+                    for i in items {
+                        seen.entry(i.message_id).or_insert(now);
+                    }
+                }
+                Some(id) => {
+                    seen.lock().unwrap().entry(id.to_string()).or_insert(now);
+                }
+                None => {}
             }
             axum::http::StatusCode::NO_CONTENT
         }
@@ -57,87 +77,153 @@ pub async fn run(server: &str, token: &str, pid: u32, count: usize) {
     let c = reqwest::Client::new();
     let seen: Seen = Arc::default();
     let hook = receiver(seen.clone()).await;
-    let post = |path: &str, body: String| c.post(format!("{server}{path}")).bearer_auth(token).header("content-type", "application/json").body(body).send();
-    let src = post("/api/sources", r#"{"name":"bench-deliver"}"#.into()).await.unwrap().text().await.unwrap();
+    let api = |method: reqwest::Method, path: &str, body: String| {
+        c.request(method, format!("{server}{path}")).bearer_auth(token).header("content-type", "application/json").body(body).send()
+    };
+    let src = api(reqwest::Method::POST, "/api/sources", r#"{"name":"bench-deliver"}"#.into()).await.unwrap().text().await.unwrap();
     let key = field(&src, "write_key").expect("write key").to_string();
     let dest = format!(
         r#"{{"name":"bench-hook","integration":"webhook","enabled":true,"sources":["bench-deliver"],"settings":{{"url":"{hook}"}},"delivery":{{"schedule":[0.5]}}}}"#
     );
-    let r = post("/api/destinations", dest).await.unwrap();
-    assert!(r.status().is_success(), "create destination: {}", r.text().await.unwrap());
-    let auth = format!("Basic {}", b64(&format!("{key}:")));
-    let send = |path: &'static str, body: String| c.post(format!("{server}{path}")).header("authorization", auth.clone()).header("content-type", "application/json").body(body).send();
-
-    // 1. Throughput: COUNT events in batches of 100, as fast as ingest takes them.
-    let started = Instant::now();
-    let mut peak_rss: f64 = 0.0;
-    let mut depths = Vec::new();
-    let sender = async {
-        for b in 0..count.div_ceil(100) {
-            let msgs: Vec<String> = (0..100)
-                .map(|i| b * 100 + i)
-                .filter(|n| *n < count)
-                .map(|n| format!(r#"{{"type":"track","userId":"user-{u}","event":"Order Completed","messageId":"t-{n}","properties":{{"total":42.5}}}}"#, u = n % 1000))
-                .collect();
-            let r = send("/v1/batch", format!(r#"{{"batch":[{}]}}"#, msgs.join(","))).await.unwrap();
-            assert!(r.status().is_success());
+    let r = api(reqwest::Method::POST, "/api/destinations", dest).await.unwrap();
+    let ok = r.status().is_success();
+    let text = r.text().await.unwrap();
+    assert!(ok, "create destination: {text}");
+    let id = field(&text, "id").expect("destination id").to_string();
+    let b = Bench { c: c.clone(), server: server.to_string(), auth: format!("Basic {}", b64(&format!("{key}:"))), seen: seen.clone(), pid, count, peak_rss: Mutex::new(0.0) };
+    let mut sustained_off = 0.0;
+    for (mode, delivery) in [("batching off", r#"{"schedule":[0.5]}"#), ("batching on, 100 per request", r#"{"schedule":[0.5],"batch_size":100,"batch_wait_ms":50}"#)] {
+        let r = api(reqwest::Method::PATCH, &format!("/api/destinations/{id}"), format!(r#"{{"delivery":{delivery}}}"#)).await.unwrap();
+        assert!(r.status().is_success(), "set delivery options: {}", r.text().await.unwrap());
+        let tag = if sustained_off == 0.0 { "a" } else { "b" };
+        // Backlog: stored while the destination is paused, then drained.
+        api(reqwest::Method::POST, &format!("/api/destinations/{id}/pause"), String::new()).await.unwrap();
+        b.ingest(&format!("{tag}q")).await;
+        while queue_depth(&c, server).await < count as f64 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    };
-    let watcher = async {
+        let before = seen.lock().unwrap().len();
+        let started = Instant::now();
+        api(reqwest::Method::POST, &format!("/api/destinations/{id}/resume"), String::new()).await.unwrap();
+        let depths = b.wait_delivered(before + count, started).await;
+        let drained = (seen.lock().unwrap().len() - before) as f64 / started.elapsed().as_secs_f64();
+        println!("backlog ({mode}): {count} stored events drained at {drained:.0} events/s; queue depth each second: {depths:?}");
+        // Sustained: ingest and delivery at once.
+        let before = seen.lock().unwrap().len();
+        let started = Instant::now();
+        let prefix = format!("{tag}s");
+        let (ingested, depths) = tokio::join!(b.ingest(&prefix), b.wait_delivered(before + count, started));
+        let elapsed = started.elapsed().as_secs_f64();
+        let rate = (seen.lock().unwrap().len() - before) as f64 / elapsed;
+        let ingest_rate = count as f64 / ingested;
+        println!(
+            "sustained ({mode}): ingest took {count} events at {ingest_rate:.0} events/s, all delivered in {elapsed:.1} s = {rate:.0} events/s ({:.0}% of the ingest rate); queue depth each second: {depths:?}",
+            100.0 * rate / ingest_rate
+        );
+        if sustained_off == 0.0 {
+            sustained_off = rate;
+            b.latency(rate / 2.0).await;
+        }
+    }
+    b.note_rss();
+    println!("server RSS: {:.1} MB peak sampled, {:.1} MB at the end", *b.peak_rss.lock().unwrap(), rss_mb(pid));
+}
+
+struct Bench {
+    c: reqwest::Client,
+    server: String,
+    auth: String,
+    seen: Seen,
+    pid: u32,
+    count: usize,
+    peak_rss: Mutex<f64>,
+}
+
+impl Bench {
+    fn note_rss(&self) {
+        let mut peak = self.peak_rss.lock().unwrap();
+        *peak = peak.max(rss_mb(self.pid));
+    }
+
+    fn send(&self, path: &str, body: String) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + 'static {
+        self.c.post(format!("{}{path}", self.server)).header("authorization", &self.auth).header("content-type", "application/json").body(body).send()
+    }
+
+    /// Sends COUNT track events (ids `{prefix}-n`) in batches of 100, 8 requests in flight;
+    /// returns the seconds until the last was acknowledged.
+    async fn ingest(&self, prefix: &str) -> f64 {
+        use futures_util::StreamExt;
+        let started = Instant::now();
+        let bodies: Vec<String> = (0..self.count.div_ceil(100))
+            .map(|b| {
+                let msgs: Vec<String> = (b * 100..((b + 1) * 100).min(self.count))
+                    .map(|n| format!(r#"{{"type":"track","userId":"user-{u}","event":"Order Completed","messageId":"{prefix}-{n}","properties":{{"total":42.5}}}}"#, u = n % 1000))
+                    .collect();
+                format!(r#"{{"batch":[{}]}}"#, msgs.join(","))
+            })
+            .collect();
+        futures_util::stream::iter(bodies)
+            .map(|body| self.send("/v1/batch", body))
+            .buffer_unordered(8)
+            .for_each(|r| async move { assert!(r.unwrap().status().is_success()) })
+            .await;
+        started.elapsed().as_secs_f64()
+    }
+
+    /// Waits until `total` events have arrived (at most 300 s), sampling the queue depth and the
+    /// server's RSS each second.
+    async fn wait_delivered(&self, total: usize, started: Instant) -> Vec<i64> {
+        let mut depths = Vec::new();
         let mut next = Instant::now();
-        loop {
-            if seen.lock().unwrap().len() >= count || started.elapsed() > Duration::from_secs(300) {
-                break;
-            }
+        while self.seen.lock().unwrap().len() < total && started.elapsed() < Duration::from_secs(300) {
             if Instant::now() >= next {
-                depths.push(queue_depth(&c, server).await as i64);
-                peak_rss = peak_rss.max(rss_mb(pid));
+                depths.push(queue_depth(&self.c, &self.server).await as i64);
+                self.note_rss();
                 next += Duration::from_secs(1);
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    };
-    tokio::join!(sender, watcher);
-    let elapsed = started.elapsed().as_secs_f64();
-    let delivered = seen.lock().unwrap().len();
-    let rate = delivered as f64 / elapsed;
-    println!("throughput: {delivered} of {count} events delivered in {elapsed:.1} s = {rate:.0} events/s (batching off)");
-    println!("queue depth each second: {depths:?}");
+        depths
+    }
 
-    // 2. Latency at half that rate, single track calls, 10 s.
-    let target = (rate / 2.0).max(10.0);
-    let total = (target * 10.0) as usize;
-    let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(total);
-    let t0 = Instant::now();
-    let mut inflight = Vec::new();
-    for n in 0..total {
-        let due = t0 + Duration::from_secs_f64(n as f64 / target);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            tokio::time::sleep(wait).await;
+    /// Single track calls at `target` per second for 10 s; prints ingest-to-delivered p50/p99.
+    async fn latency(&self, target: f64) {
+        let target = target.max(10.0);
+        let total = (target * 10.0) as usize;
+        let before = self.seen.lock().unwrap().len();
+        let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(total);
+        let t0 = Instant::now();
+        let mut inflight = Vec::new();
+        for n in 0..total {
+            let due = t0 + Duration::from_secs_f64(n as f64 / target);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+            let id = format!("l-{n}");
+            sent_at.insert(id.clone(), due);
+            let body = format!(r#"{{"userId":"user-{}","event":"Order Completed","messageId":"{id}"}}"#, n % 1000);
+            inflight.push(tokio::spawn(self.send("/v1/track", body)));
+            if n % 500 == 0 {
+                self.note_rss();
+            }
         }
-        let id = format!("l-{n}");
-        sent_at.insert(id.clone(), due);
-        let body = format!(r#"{{"userId":"user-{}","event":"Order Completed","messageId":"{id}"}}"#, n % 1000);
-        inflight.push(tokio::spawn(send("/v1/track", body)));
-        peak_rss = peak_rss.max(if n % 500 == 0 { rss_mb(pid) } else { 0.0 });
+        for h in inflight {
+            let _ = h.await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.seen.lock().unwrap().len() < before + total && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let snapshot = self.seen.lock().unwrap().clone();
+        let mut lat: Vec<f64> = sent_at.iter().filter_map(|(id, s)| snapshot.get(id).map(|r| r.duration_since(*s).as_secs_f64() * 1000.0)).collect();
+        lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "latency at {target:.0} events/s (single track calls, 10 s, batching off): {} of {total} delivered, ingest-to-delivered p50 {:.1} ms, p99 {:.1} ms",
+            lat.len(),
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        );
     }
-    for h in inflight {
-        let _ = h.await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while seen.lock().unwrap().len() < count + total && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let seen = seen.lock().unwrap();
-    let mut lat: Vec<f64> = sent_at.iter().filter_map(|(id, s)| seen.get(id).map(|r| r.duration_since(*s).as_secs_f64() * 1000.0)).collect();
-    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    println!(
-        "latency at {target:.0} events/s (single track calls, 10 s): {} of {total} delivered, ingest-to-delivered p50 {:.1} ms, p99 {:.1} ms",
-        lat.len(),
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99)
-    );
-    println!("server RSS: {:.1} MB peak sampled, {:.1} MB at the end", peak_rss.max(rss_mb(pid)), rss_mb(pid));
 }
 
 fn b64(s: &str) -> String {

@@ -178,7 +178,7 @@ fn retry_policy(file: &FileConfig) -> Result<crate::deliver::schedule::RetryPoli
         max_attempts,
         ..Default::default()
     };
-    patch.check().map_err(|m| bad("retry", m))?;
+    patch.check(None).map_err(|m| bad("retry", m))?;
     Ok(patch.apply(&crate::deliver::schedule::RetryPolicy::default()))
 }
 

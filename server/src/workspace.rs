@@ -140,7 +140,8 @@ pub async fn apply(
         let delivery = Value::Object(d.delivery.clone());
         let patch: crate::deliver::schedule::PolicyPatch = serde_json::from_value(delivery.clone())
             .map_err(|e| InvalidWorkspace(format!("destination '{}': delivery: {e}; nothing was applied", d.name)))?;
-        patch.check().map_err(|m| InvalidWorkspace(format!("destination '{}': delivery: {m}; nothing was applied", d.name)))?;
+        let batching = integrations.catalog.get(&write.integration).and_then(|l| l.manifest.capabilities.batching.clone());
+        patch.check(batching.as_ref()).map_err(|m| InvalidWorkspace(format!("destination '{}': delivery: {m}; nothing was applied", d.name)))?;
         let delivery_changed = existing.as_ref().is_some_and(|e| e.delivery != delivery && !(d.delivery.is_empty() && e.delivery.as_object().is_some_and(Map::is_empty)));
         apply_destination(&mut tx, actor, d, &write, existing, integrations, &mut report).await?;
         if delivery_changed || !d.delivery.is_empty() {

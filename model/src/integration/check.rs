@@ -51,6 +51,9 @@ pub fn check(m: &Manifest) -> Vec<String> {
     if caps.batching.as_ref().is_some_and(|b| b.max_size < 1) {
         p.push("capabilities.batching.max_size: must be at least 1".into());
     }
+    if caps.batching.as_ref().is_some_and(|b| b.default_size.is_some_and(|d| d < 1 || d > b.max_size)) {
+        p.push("capabilities.batching.default_size: must be between 1 and max_size".into());
+    }
     check_fields(&m.settings, "settings", true, &mut p);
     if m.settings.iter().any(|f| f.key == TEST_VALUES) {
         p.push(format!("settings: '{TEST_VALUES}' is reserved"));

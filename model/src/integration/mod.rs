@@ -91,6 +91,10 @@ fn default_transport() -> String {
 #[serde(deny_unknown_fields)]
 pub struct Batching {
     pub max_size: u32,
+    /// Events per request unless a destination sets `batch_size` (default `max_size`); 1 means
+    /// batching is off until a destination turns it on.
+    #[serde(default)]
+    pub default_size: Option<u32>,
     /// How long a partial batch may wait, in milliseconds.
     #[serde(default = "default_batch_wait")]
     pub max_wait_ms: u32,

@@ -1,6 +1,6 @@
 //! Turning mapping JSON into an expression tree, checking every path, template and condition once.
 
-use super::eval::{env, Condition};
+use super::eval::Condition;
 use super::MappingError;
 use serde_json::{Map, Value};
 use serde_json_path::JsonPath;
@@ -9,7 +9,7 @@ use serde_json_path::JsonPath;
 pub enum Mapping {
     Literal(Value),
     Path(Box<JsonPath>, bool),
-    Template(String),
+    Template(super::eval::Template),
     If { when: Option<Condition>, exists: Option<Box<Mapping>>, then: Box<Mapping>, otherwise: Option<Box<Mapping>> },
     Case { value: Box<Mapping>, cases: Vec<(String, Mapping)>, default: Option<Box<Mapping>> },
     Coalesce(Vec<Mapping>),
@@ -87,8 +87,8 @@ fn join(at: &str, key: &str) -> String {
 }
 
 fn template(s: &str, at: &str) -> Result<Mapping, MappingError> {
-    env().template_from_str(s).map_err(|e| fail(at, format!("template: {}", e.detail().unwrap_or("syntax error"))))?;
-    Ok(Mapping::Template(s.to_string()))
+    let t = super::eval::Template::compile(s).map_err(|e| fail(at, format!("template: {}", e.detail().unwrap_or("syntax error"))))?;
+    Ok(Mapping::Template(t))
 }
 
 fn args<'a>(arg: &'a Value, at: &str, allowed: &[&str]) -> Result<&'a Map<String, Value>, MappingError> {

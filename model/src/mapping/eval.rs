@@ -42,24 +42,135 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// A condition in the expression language (MiniJinja expressions).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Condition(String);
+/// Sources of templates and conditions, kept once for the life of the process so compiled forms can
+/// borrow them: a source is compiled once per destination configuration, not once per event. Only
+/// distinct sources are kept, so this grows with the catalog and the overrides users write.
+fn interned(src: &str) -> &'static str {
+    static SOURCES: OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> = OnceLock::new();
+    let mut set = SOURCES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = set.get(src) {
+        return s;
+    }
+    let leaked: &'static str = Box::leak(src.to_string().into_boxed_str());
+    set.insert(leaked);
+    leaked
+}
+
+/// A condition in the expression language (MiniJinja expressions), compiled once.
+#[derive(Clone)]
+pub struct Condition {
+    src: &'static str,
+    compiled: Compiled,
+}
+
+#[derive(Clone)]
+enum Compiled {
+    Constant(bool),
+    Expr(std::sync::Arc<minijinja::Expression<'static, 'static>>),
+}
+
+impl std::fmt::Debug for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Condition({:?})", self.src)
+    }
+}
+
+impl PartialEq for Condition {
+    fn eq(&self, other: &Self) -> bool {
+        self.src == other.src
+    }
+}
 
 impl Condition {
+    /// Compiles `src`, or returns the condition compiled earlier from the same source.
     pub fn compile(src: &str) -> Result<Condition, String> {
-        env().compile_expression(src).map_err(|e| format!("condition '{src}': {}", e.detail().unwrap_or("syntax error")))?;
-        Ok(Condition(src.to_string()))
+        static DONE: OnceLock<std::sync::Mutex<std::collections::HashMap<&'static str, Condition>>> = OnceLock::new();
+        let done = DONE.get_or_init(Default::default);
+        if let Some(c) = done.lock().unwrap_or_else(|e| e.into_inner()).get(src) {
+            return Ok(c.clone());
+        }
+        let c = Self::compile_new(src)?;
+        done.lock().unwrap_or_else(|e| e.into_inner()).insert(c.src, c.clone());
+        Ok(c)
+    }
+
+    fn compile_new(src: &str) -> Result<Condition, String> {
+        let src = interned(src);
+        let compiled = match src.trim() {
+            "true" => Compiled::Constant(true),
+            "false" => Compiled::Constant(false),
+            _ => Compiled::Expr(std::sync::Arc::new(
+                env().compile_expression(src).map_err(|e| format!("condition '{src}': {}", e.detail().unwrap_or("syntax error")))?,
+            )),
+        };
+        Ok(Condition { src, compiled })
     }
 
     pub fn source(&self) -> &str {
-        &self.0
+        self.src
     }
 
     /// True when the condition holds; an evaluation error counts as false and is returned.
     pub fn holds(&self, ctx: &Ctx) -> Result<bool, String> {
-        let expr = env().compile_expression(&self.0).map_err(|e| e.to_string())?;
-        expr.eval(ctx.jinja()).map(|v| v.is_true()).map_err(|e| format!("condition '{}': {e}", self.0))
+        match &self.compiled {
+            Compiled::Constant(b) => Ok(*b),
+            Compiled::Expr(e) => e.eval(ctx.jinja()).map(|v| v.is_true()).map_err(|e| format!("condition '{}': {e}", self.src)),
+        }
+    }
+}
+
+/// A template compiled once; `{{ a.b }}` alone is looked up directly in the JSON when it names a
+/// string or an integer (the common case: URLs, methods, IDs), which skips converting the
+/// whole context for the template engine.
+#[derive(Clone)]
+pub struct Template {
+    src: &'static str,
+    path: Option<Vec<&'static str>>,
+    compiled: std::sync::Arc<minijinja::Template<'static, 'static>>,
+}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Template({:?})", self.src)
+    }
+}
+
+/// A name the fast path may look up as a JSON key (not a number, a keyword or an expression).
+fn plain_name(k: &str) -> bool {
+    k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !matches!(k, "true" | "false" | "none" | "True" | "False" | "None" | "loop" | "self")
+}
+
+impl Template {
+    pub fn compile(src: &str) -> Result<Template, minijinja::Error> {
+        let src = interned(src);
+        let compiled = std::sync::Arc::new(env().template_from_str(src)?);
+        let path = src
+            .trim()
+            .strip_prefix("{{")
+            .and_then(|s| s.strip_suffix("}}"))
+            .map(str::trim)
+            .filter(|p| p.split('.').all(plain_name))
+            .filter(|_| src.trim() == src)
+            .map(|p| p.split('.').collect());
+        Ok(Template { src, path, compiled })
+    }
+
+    pub fn render(&self, ctx: &Ctx) -> Result<String, String> {
+        if let Some(path) = &self.path {
+            let mut at = Some(ctx.json);
+            for k in path {
+                at = at.and_then(|v| v.get(k));
+            }
+            match at {
+                None => return Ok(String::new()),
+                Some(Value::String(s)) => return Ok(s.clone()),
+                Some(Value::Number(n)) if n.is_i64() || n.is_u64() => return Ok(n.to_string()),
+                Some(_) => {}
+            }
+        }
+        self.compiled.render(ctx.jinja()).map_err(|e| format!("template '{}': {e}", self.src))
     }
 }
 
@@ -76,10 +187,7 @@ impl Mapping {
                     Some(Value::Array(found.into_iter().cloned().collect()))
                 }
             }
-            Mapping::Template(src) => {
-                let out = env().render_str(src, ctx.jinja()).map_err(|e| format!("template '{src}': {e}"))?;
-                Some(Value::String(out))
-            }
+            Mapping::Template(t) => Some(Value::String(t.render(ctx)?)),
             Mapping::If { when, exists, then, otherwise } => {
                 let yes = match (when, exists) {
                     (Some(c), _) => c.holds(ctx)?,

@@ -63,6 +63,16 @@ fn compile_http(t: &RequestTemplate, key: &str) -> Result<Template, MappingError
 }
 
 impl Prepared {
+    /// Maps with batches of up to `size` events (a destination's `batch_size`), within the
+    /// integration's limit; the request template sees `batched: true` when that is above 1 (and
+    /// no `batched` otherwise).
+    pub fn with_batch_size(mut self, m: &Manifest, size: Option<u32>) -> Prepared {
+        if let (Some(b), Some(size)) = (&m.capabilities.batching, size) {
+            self.batch_size = size.clamp(1, b.max_size.max(1)) as usize;
+        }
+        self
+    }
+
     /// `overrides`: action key → `{"enabled": bool, "mapping": {field: mapping}}`.
     pub fn new(m: &Manifest, overrides: &Map<String, Value>) -> Result<Prepared, MappingError> {
         let mut actions = Vec::new();
@@ -78,7 +88,7 @@ impl Prepared {
         if let Some(o) = overrides.keys().find(|k| !m.actions.iter().any(|a| &a.key == *k)) {
             return Err(MappingError { at: format!("actions.{o}"), message: "is not an action of this integration".into() });
         }
-        let batch_size = m.capabilities.batching.as_ref().map_or(1, |b| b.max_size.max(1) as usize);
+        let batch_size = m.capabilities.batching.as_ref().map_or(1, |b| b.default_size.unwrap_or(b.max_size).max(1) as usize);
         Ok(Prepared { actions, batch_size })
     }
 
@@ -116,7 +126,10 @@ impl Prepared {
                 let idx: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
                 let payloads: Vec<Value> = chunk.iter().map(|(_, p)| p.clone()).collect();
                 let evs: Vec<Value> = idx.iter().map(|i| events[*i].clone()).collect();
-                let ctx_json = json!({"settings": settings, "payload": payloads[0], "payloads": payloads, "event": evs[0], "events": evs});
+                let mut ctx_json = json!({"settings": settings, "payload": payloads[0], "payloads": payloads, "event": evs[0], "events": evs});
+                if self.batch_size > 1 {
+                    ctx_json["batched"] = Value::Bool(true);
+                }
                 match render(&a.template, &Ctx::new(&ctx_json)) {
                     Ok(Some(request)) => out.push(Built::Request { action: a.key.clone(), events: idx, request }),
                     Ok(None) => {}

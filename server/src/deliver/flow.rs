@@ -1,5 +1,6 @@
 //! Flow control per destination (per node): a rate limit (governor's GCRA) and a concurrency
-//! limit. A job over either limit is deferred rather than held, so claims never outlive their lease.
+//! limit. A job waits briefly for either (a concurrency permit up to 5 s, a rate slot up to
+//! 250 ms); beyond that it is deferred rather than held, so claims never outlive their lease.
 
 use governor::{clock::Clock, clock::DefaultClock, DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
@@ -18,26 +19,40 @@ pub struct Flow {
     by_destination: Mutex<HashMap<String, Limits>>,
 }
 
-/// How long to wait when only the concurrency limit is in the way.
+/// How long a job waits for a concurrency permit before it is deferred instead (well inside a lease).
+const HOLD: Duration = Duration::from_secs(5);
+/// Waits for the rate limit up to this long are slept through; longer ones defer the job.
+const SHORT: Duration = Duration::from_millis(250);
+/// How long to defer when the concurrency limit stays in the way.
 const BUSY_WAIT: Duration = Duration::from_millis(50);
 
 impl Flow {
     /// A permit to send now, or how long to wait. Limits follow the destination's current settings.
-    pub fn admit(&self, destination: &str, rate: Option<u32>, concurrency: u32) -> Result<OwnedSemaphorePermit, Duration> {
-        let mut map = self.by_destination.lock().unwrap_or_else(|p| p.into_inner());
-        let limits = map.entry(destination.to_string()).or_insert_with(|| Limits { rate: None, concurrency: (0, Arc::new(Semaphore::new(0))) });
-        match (rate.and_then(NonZeroU32::new), &limits.rate) {
-            (Some(r), Some((old, _))) if *old == r.get() => {}
-            (Some(r), _) => limits.rate = Some((r.get(), Arc::new(RateLimiter::direct(Quota::per_second(r))))),
-            (None, _) => limits.rate = None,
-        }
-        if limits.concurrency.0 != concurrency {
-            limits.concurrency = (concurrency, Arc::new(Semaphore::new(concurrency.max(1) as usize)));
-        }
-        let permit = limits.concurrency.1.clone().try_acquire_owned().map_err(|_| BUSY_WAIT)?;
-        if let Some((_, limiter)) = &limits.rate {
-            if let Err(not_until) = limiter.check() {
-                return Err(not_until.wait_time_from(DefaultClock::default().now()));
+    pub async fn admit(&self, destination: &str, rate: Option<u32>, concurrency: u32) -> Result<OwnedSemaphorePermit, Duration> {
+        let (semaphore, limiter) = {
+            let mut map = self.by_destination.lock().unwrap_or_else(|p| p.into_inner());
+            let limits = map.entry(destination.to_string()).or_insert_with(|| Limits { rate: None, concurrency: (0, Arc::new(Semaphore::new(0))) });
+            match (rate.and_then(NonZeroU32::new), &limits.rate) {
+                (Some(r), Some((old, _))) if *old == r.get() => {}
+                (Some(r), _) => limits.rate = Some((r.get(), Arc::new(RateLimiter::direct(Quota::per_second(r))))),
+                (None, _) => limits.rate = None,
+            }
+            if limits.concurrency.0 != concurrency {
+                limits.concurrency = (concurrency, Arc::new(Semaphore::new(concurrency.max(1) as usize)));
+            }
+            (limits.concurrency.1.clone(), limits.rate.as_ref().map(|(_, l)| l.clone()))
+        };
+        let permit = match tokio::time::timeout(HOLD, semaphore.acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => return Err(BUSY_WAIT),
+        };
+        if let Some(limiter) = limiter {
+            while let Err(not_until) = limiter.check() {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                if wait > SHORT {
+                    return Err(wait);
+                }
+                tokio::time::sleep(wait).await;
             }
         }
         Ok(permit)
@@ -48,14 +63,21 @@ impl Flow {
 mod tests {
     use super::*;
 
-    #[test]
-    fn rate_and_concurrency() {
+    #[tokio::test(start_paused = true)]
+    async fn rate_and_concurrency() {
         let f = Flow::default();
-        let a = f.admit("d", Some(2), 5).unwrap();
-        let _b = f.admit("d", Some(2), 5).unwrap();
-        assert!(f.admit("d", Some(2), 5).unwrap_err() > Duration::ZERO, "the third in a second waits");
+        let a = f.admit("d", Some(2), 5).await.unwrap();
+        let _b = f.admit("d", Some(2), 5).await.unwrap();
+        assert!(f.admit("d", Some(2), 5).await.unwrap_err() > SHORT, "the third in a second is deferred");
         drop(a);
-        let _c = f.admit("e", None, 1).unwrap();
-        assert_eq!(f.admit("e", None, 1).unwrap_err(), BUSY_WAIT, "one in flight at most");
+        let _c = f.admit("e", None, 1).await.unwrap();
+        assert_eq!(f.admit("e", None, 1).await.unwrap_err(), BUSY_WAIT, "one in flight at most, after waiting for it");
+        let f2 = std::sync::Arc::new(Flow::default());
+        let held = f2.admit("g", None, 1).await.unwrap();
+        let g = f2.clone();
+        let waiter = tokio::spawn(async move { g.admit("g", None, 1).await.is_ok() });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(held);
+        assert!(waiter.await.unwrap(), "a permit freed within the hold time is taken");
     }
 }

@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod flow;
 pub mod queue;
+pub mod ready;
 pub mod router;
 pub mod schedule;
 pub mod worker;
@@ -15,11 +16,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How often an idle router looks for new events, and an idle worker for due deliveries (the
-/// router also wakes the workers of its node when it has routed something).
-const ROUTER_IDLE: Duration = Duration::from_millis(10);
+/// How often an idle router looks for new events (ingest on this node also wakes it; the poll
+/// finds what other nodes stored), and an idle worker for due deliveries (the router also wakes
+/// the workers of its node when it has routed something).
+const ROUTER_IDLE: Duration = Duration::from_millis(20);
 const IDLE: Duration = Duration::from_millis(50);
+/// Jobs per claim, and claim loops per node: while one loop sends, another writes its results.
+/// (small claims keep latency low; after a full one, under a backlog, claims grow)
 const CLAIM: i64 = 64;
+const CLAIM_BACKLOG: i64 = 256;
+const LOOPS: usize = 2;
 const CONCURRENCY: usize = 16;
 /// In-flight deliveries get this long to finish at shutdown; the rest are released.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -31,10 +37,13 @@ pub fn start(
     lease_ms: i64,
     base_policy: schedule::RetryPolicy,
     alerts: alerts::Alerts,
-    mut shutdown: watch::Receiver<bool>,
+    stored: Arc<tokio::sync::Notify>,
+    shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let mut router = router::Router::new(store.clone(), integrations.clone());
     let mut stop_router = shutdown.clone();
+    // The router wakes one idle claim loop after routing something; a loop whose claim came back
+    // full wakes another, so loops join in under load and stay out of each other's way otherwise.
     let routed = Arc::new(tokio::sync::Notify::new());
     let wake = routed.clone();
     let routing = tokio::spawn(async move {
@@ -49,6 +58,7 @@ pub fn start(
             }
             let stopping = tokio::select! {
                 _ = tokio::time::sleep(ROUTER_IDLE) => false,
+                _ = stored.notified() => false,
                 r = stop_router.wait_for(|s| *s) => r.is_ok(),
             };
             if stopping {
@@ -56,75 +66,106 @@ pub fn start(
             }
         }
     });
-    let worker = Arc::new(worker::Worker { store: store.clone(), integrations, base_policy, flow: flow::Flow::default(), alerts });
+    let worker = Arc::new(worker::Worker {
+        store: store.clone(),
+        integrations,
+        base_policy,
+        flow: flow::Flow::default(),
+        alerts,
+        ready: Default::default(),
+    });
+    let loops: Vec<_> = (0..LOOPS)
+        .map(|i| tokio::spawn(claim_loop(i == 0, worker.clone(), store.clone(), lease_ms, routed.clone(), shutdown.clone())))
+        .collect();
     tokio::spawn(async move {
-        let mut last_sweep = std::time::Instant::now() - Duration::from_secs(60);
-        loop {
-            if *shutdown.borrow() {
-                break;
-            }
-            if last_sweep.elapsed() >= Duration::from_secs(1) {
-                last_sweep = std::time::Instant::now();
-                if let Err(e) = queue::release_expired(&store).await {
-                    tracing::warn!(error = %e, "cannot release expired leases");
-                }
-                if let Ok((depth, oldest)) = queue::depth(&store).await {
-                    metrics::gauge!("switchyard_queue_depth").set(depth as f64);
-                    metrics::gauge!("switchyard_queue_oldest_age_seconds").set(oldest as f64 / 1000.0);
-                }
-            }
-            let jobs = match queue::claim(&store, CLAIM, lease_ms).await {
-                Ok(j) => j,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot claim deliveries");
-                    Vec::new()
-                }
-            };
-            if jobs.is_empty() {
-                let stopping = tokio::select! {
-                    _ = tokio::time::sleep(IDLE) => false,
-                    _ = routed.notified() => false,
-                    r = shutdown.wait_for(|s| *s) => r.is_ok(),
-                };
-                if stopping {
-                    break;
-                }
-                continue;
-            }
-            let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
-            // One group per destination (claim order kept): batches form within a group.
-            let mut groups: Vec<Vec<queue::Job>> = Vec::new();
-            for job in jobs {
-                match groups.iter_mut().find(|g| g[0].destination_id == job.destination_id) {
-                    Some(g) => g.push(job),
-                    None => groups.push(vec![job]),
-                }
-            }
-            let run = futures_util::stream::iter(groups)
-                .map(|group| {
-                    let w = worker.clone();
-                    async move {
-                        if let Err(e) = w.run_group(group).await {
-                            tracing::warn!(error = %e, "delivery failed; the lease will bring it back");
-                        }
-                    }
-                })
-                .buffer_unordered(CONCURRENCY)
-                .collect::<Vec<()>>();
-            let mut stop = shutdown.clone();
-            tokio::pin!(run);
-            let stopping = tokio::select! {
-                _ = &mut run => false,
-                r = stop.wait_for(|s| *s) => r.is_ok(),
-            };
-            if stopping {
-                // Stop claiming; give what is in flight a deadline, then hand the rest back.
-                if tokio::time::timeout(DRAIN, &mut run).await.is_err() {
-                    let _ = queue::release(&store, &ids).await;
-                }
-                break;
-            }
+        for l in loops {
+            let _ = l.await;
         }
         let _ = routing.await;
     })
+}
+
+/// Claims due deliveries and runs them, until shutdown; `sweeper` also brings back expired leases
+/// and samples the queue depth.
+async fn claim_loop(
+    sweeper: bool,
+    worker: Arc<worker::Worker>,
+    store: Store,
+    lease_ms: i64,
+    routed: Arc<tokio::sync::Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last_sweep = std::time::Instant::now() - Duration::from_secs(60);
+    let mut limit = CLAIM;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        if sweeper && last_sweep.elapsed() >= Duration::from_secs(1) {
+            last_sweep = std::time::Instant::now();
+            if let Err(e) = queue::release_expired(&store).await {
+                tracing::warn!(error = %e, "cannot release expired leases");
+            }
+            if let Ok((depth, oldest)) = queue::depth(&store).await {
+                metrics::gauge!("switchyard_queue_depth").set(depth as f64);
+                metrics::gauge!("switchyard_queue_oldest_age_seconds").set(oldest as f64 / 1000.0);
+            }
+        }
+        let jobs = match queue::claim(&store, limit, lease_ms).await {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim deliveries");
+                Vec::new()
+            }
+        };
+        if jobs.is_empty() {
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep(IDLE) => false,
+                _ = routed.notified() => false,
+                r = shutdown.wait_for(|s| *s) => r.is_ok(),
+            };
+            if stopping {
+                break;
+            }
+            continue;
+        }
+        let full = jobs.len() as i64 == limit;
+        limit = if full { CLAIM_BACKLOG } else { CLAIM };
+        if full {
+            routed.notify_one();
+        }
+        let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        // One group per destination (claim order kept): batches form within a group.
+        let mut groups: Vec<Vec<queue::Job>> = Vec::new();
+        for job in jobs {
+            match groups.iter_mut().find(|g| g[0].destination_id == job.destination_id) {
+                Some(g) => g.push(job),
+                None => groups.push(vec![job]),
+            }
+        }
+        let run = futures_util::stream::iter(groups)
+            .map(|group| {
+                let w = worker.clone();
+                async move {
+                    if let Err(e) = w.run_group(group).await {
+                        tracing::warn!(error = %e, "delivery failed; the lease will bring it back");
+                    }
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<()>>();
+        let mut stop = shutdown.clone();
+        tokio::pin!(run);
+        let stopping = tokio::select! {
+            _ = &mut run => false,
+            r = stop.wait_for(|s| *s) => r.is_ok(),
+        };
+        if stopping {
+            // Stop claiming; give what is in flight a deadline, then hand the rest back.
+            if tokio::time::timeout(DRAIN, &mut run).await.is_err() {
+                let _ = queue::release(&store, &ids).await;
+            }
+            break;
+        }
+    }
 }

@@ -32,6 +32,7 @@ pub async fn claim(store: &Store, limit: i64, lease_ms: i64) -> anyhow::Result<V
             ORDER BY d.next_attempt_at, d.event_seq LIMIT $3 {lock})
          RETURNING id, destination_id, event_seq, message_id, attempts, created_at"
     );
+    let _turn = store.write_turn().await;
     let mut tx = store.begin().await?;
     let rows = sqlx::query(&sql).bind(now + lease_ms).bind(now).bind(limit).fetch_all(&mut *tx).await?;
     tx.commit().await?;
@@ -302,26 +303,38 @@ pub struct AttemptRec {
 /// destination's failures in a row (after resetting them when `delivered`); returns that count.
 pub async fn write_results(store: &Store, destination_id: &str, results: &[Written], delivered: bool, failures: i64, pause_until: Option<i64>) -> anyhow::Result<i64> {
     let now = now_ms();
+    let _turn = store.write_turn().await;
     let mut tx = store.begin().await?;
-    for w in results {
-        for a in &w.attempts {
-            sqlx::query(
-                "INSERT INTO attempts (id, delivery_id, destination_id, message_id, at, latency_ms, outcome, status, request, response) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(new_id("att"))
-            .bind(&w.job.id)
-            .bind(&w.job.destination_id)
-            .bind(&w.job.message_id)
-            .bind(now)
-            .bind(a.latency_ms)
-            .bind(a.outcome)
-            .bind(a.status)
-            .bind(&a.request)
-            .bind(&a.response)
-            .execute(&mut *tx)
-            .await?;
+    // Attempts in multi-row inserts; succeeded deliveries in one update; the rest one by one.
+    let rows: Vec<(&Written, &AttemptRec)> = results.iter().flat_map(|w| w.attempts.iter().map(move |a| (w, a))).collect();
+    for part in rows.chunks(25) {
+        let marks: Vec<String> = (0..part.len()).map(|i| (1..=10).map(|c| format!("${}", i * 10 + c)).collect::<Vec<_>>().join(", ")).collect();
+        let sql = format!(
+            "INSERT INTO attempts (id, delivery_id, destination_id, message_id, at, latency_ms, outcome, status, request, response) VALUES ({})",
+            marks.join("), (")
+        );
+        let mut q = sqlx::query(&sql);
+        for (w, a) in part {
+            q = q.bind(new_id("att")).bind(&w.job.id).bind(&w.job.destination_id).bind(&w.job.message_id).bind(now);
+            q = q.bind(a.latency_ms).bind(a.outcome).bind(a.status).bind(&a.request).bind(&a.response);
         }
+        q.execute(&mut *tx).await?;
+    }
+    let succeeded: Vec<&Written> = results.iter().filter(|w| w.state == "succeeded" && w.count == w.job.attempts + 1).collect();
+    for part in succeeded.chunks(100) {
+        let marks: Vec<String> = (0..part.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "UPDATE deliveries SET state = 'succeeded', attempts = attempts + 1, next_attempt_at = $1, reason = NULL, lease_until = NULL, updated_at = $1 \
+             WHERE id IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(now);
+        for w in part {
+            q = q.bind(&w.job.id);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    for w in results.iter().filter(|w| !(w.state == "succeeded" && w.count == w.job.attempts + 1)) {
         sqlx::query("UPDATE deliveries SET state = $1, attempts = $2, next_attempt_at = $3, reason = $4, lease_until = NULL, updated_at = $5 WHERE id = $6")
             .bind(w.state)
             .bind(w.count)

@@ -64,6 +64,7 @@ impl Router {
 
     /// Routes the next batch; returns how many events it routed.
     pub async fn step(&mut self) -> anyhow::Result<usize> {
+        let _turn = self.store.write_turn().await;
         let mut tx = self.store.begin().await?;
         let lock = if self.store.backend() == Backend::Postgres { " FOR UPDATE" } else { "" };
         let position: i64 = sqlx::query_scalar(&format!("SELECT position FROM router_state WHERE name = 'events'{lock}")).fetch_one(&mut *tx).await?;
@@ -100,6 +101,7 @@ impl Router {
         let dests = self.destinations(&mut tx).await?;
         let now = now_ms();
         let mut last = position;
+        let mut rows_out = Vec::new();
         for r in &rows[..take] {
             let seq: i64 = get(r, "seq")?;
             last = seq;
@@ -115,26 +117,41 @@ impl Router {
                 }
                 let state = if reason.is_some() { "filtered" } else { "pending" };
                 let lane = d.ordered.then(|| lane(&event)).flatten();
-                sqlx::query(
-                    "INSERT INTO deliveries (id, destination_id, event_seq, message_id, order_key, state, attempts, next_attempt_at, created_at, updated_at, reason) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, $7, $8)",
-                )
-                .bind(new_id("dlv"))
-                .bind(&d.id)
-                .bind(seq)
-                .bind(&message_id)
-                .bind(lane)
-                .bind(state)
-                .bind(now)
-                .bind(reason)
-                .execute(&mut *tx)
-                .await?;
+                rows_out.push(NewDelivery { destination_id: &d.id, seq, message_id: message_id.clone(), lane, state, reason });
             }
         }
+        insert_deliveries(&mut tx, &rows_out, now).await?;
         sqlx::query("UPDATE router_state SET position = $1 WHERE name = 'events'").bind(last).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(take)
     }
+}
+
+struct NewDelivery<'a> {
+    destination_id: &'a str,
+    seq: i64,
+    message_id: String,
+    lane: Option<String>,
+    state: &'static str,
+    reason: Option<String>,
+}
+
+/// Inserts new deliveries, many rows per statement.
+async fn insert_deliveries(conn: &mut sqlx::AnyConnection, rows: &[NewDelivery<'_>], now: i64) -> anyhow::Result<()> {
+    for part in rows.chunks(25) {
+        let marks: Vec<String> =
+            (0..part.len()).map(|i| format!("${}, ${}, ${}, ${}, ${}, ${}, 0, $1, $1, $1, ${}", i * 7 + 2, i * 7 + 3, i * 7 + 4, i * 7 + 5, i * 7 + 6, i * 7 + 7, i * 7 + 8)).collect();
+        let sql = format!(
+            "INSERT INTO deliveries (id, destination_id, event_seq, message_id, order_key, state, attempts, next_attempt_at, created_at, updated_at, reason) VALUES ({})",
+            marks.join("), (")
+        );
+        let mut q = sqlx::query(&sql).bind(now);
+        for d in part {
+            q = q.bind(new_id("dlv")).bind(d.destination_id).bind(d.seq).bind(&d.message_id).bind(&d.lane).bind(d.state).bind(&d.reason);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// The user's lane: userId, else anonymousId.

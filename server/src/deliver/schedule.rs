@@ -51,10 +51,23 @@ pub struct PolicyPatch {
     pub breaker_failures: Option<u32>,
     /// Seconds the breaker keeps the destination paused before the next probe; default 60.
     pub breaker_probe_secs: Option<f64>,
+    /// Events per request, for integrations that batch (default: the integration's).
+    pub batch_size: Option<u32>,
+    /// How long a partial batch may wait for more events, in milliseconds (default: the integration's).
+    pub batch_wait_ms: Option<u32>,
 }
 
 impl PolicyPatch {
-    pub fn check(&self) -> Result<(), String> {
+    /// Checks the options; `batching` is the integration's batching capability, if any.
+    pub fn check(&self, batching: Option<&model::integration::Batching>) -> Result<(), String> {
+        match (self.batch_size, batching) {
+            (Some(n), Some(b)) if n < 1 || n > b.max_size => return Err(format!("batch_size: must be between 1 and {}", b.max_size)),
+            (Some(n), None) if n != 1 => return Err("batch_size: this integration sends one event per request".into()),
+            _ => {}
+        }
+        if self.batch_wait_ms.is_some_and(|w| w > 60_000) {
+            return Err("batch_wait_ms: at most 60000".into());
+        }
         let bad = |v: f64| !(v.is_finite() && v >= 0.0);
         if self.schedule.as_ref().is_some_and(|s| s.iter().any(|v| bad(*v))) {
             return Err("schedule: delays must be seconds, 0 or more".into());
@@ -110,6 +123,10 @@ mod tests {
         assert!(p.exhausted(1, Duration::from_secs(86_400)));
         let q = PolicyPatch { max_attempts: Some(3), ..Default::default() }.apply(&p);
         assert!(q.exhausted(3, Duration::ZERO));
-        assert!(PolicyPatch { schedule: Some(vec![-1.0]), ..Default::default() }.check().is_err());
+        assert!(PolicyPatch { schedule: Some(vec![-1.0]), ..Default::default() }.check(None).is_err());
+        let b = model::integration::Batching { max_size: 100, default_size: None, max_wait_ms: 10 };
+        assert!(PolicyPatch { batch_size: Some(100), ..Default::default() }.check(Some(&b)).is_ok());
+        assert!(PolicyPatch { batch_size: Some(101), ..Default::default() }.check(Some(&b)).is_err());
+        assert!(PolicyPatch { batch_size: Some(2), ..Default::default() }.check(None).is_err());
     }
 }

@@ -4,10 +4,10 @@
 
 use super::queue::{self, AttemptRec, Job, Written};
 use super::schedule::{PolicyPatch, RetryPolicy};
-use crate::integrations::{destination, handlers, sample, Integrations};
+use crate::integrations::{handlers, sample, Integrations};
 use crate::store::{now_ms, Store};
 use crate::transport::Outcome;
-use model::mapping::{effective_settings, Built, Prepared};
+use model::mapping::Built;
 use futures_util::StreamExt;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -21,6 +21,24 @@ pub struct Worker {
     pub base_policy: RetryPolicy,
     pub flow: super::flow::Flow,
     pub alerts: super::alerts::Alerts,
+    pub ready: super::ready::Cache,
+}
+
+/// The stored events of claimed jobs, by seq, in one query.
+async fn load_events(conn: &mut sqlx::AnyConnection, jobs: &[Job]) -> anyhow::Result<HashMap<i64, (Value, i64)>> {
+    let mut events = HashMap::with_capacity(jobs.len());
+    for part in jobs.chunks(100) {
+        let marks: Vec<String> = (1..=part.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT seq, payload, received_at FROM events WHERE seq IN ({})", marks.join(", "));
+        let mut q = sqlx::query_as::<_, (i64, String, i64)>(&sql);
+        for job in part {
+            q = q.bind(job.event_seq);
+        }
+        for (seq, p, at) in q.fetch_all(&mut *conn).await? {
+            events.insert(seq, (serde_json::from_str::<Value>(&p).unwrap_or_default(), at));
+        }
+    }
+    Ok(events)
 }
 
 fn cut(mut s: String, n: usize) -> String {
@@ -73,23 +91,31 @@ impl Worker {
         let Some(first) = jobs.first() else { return Ok(()) };
         let mut conn = self.store.pool().acquire().await?;
         let Some(row) = crate::store::destination(&mut conn, &first.destination_id).await? else { return Ok(()) };
-        let mut events = HashMap::new();
-        for job in &jobs {
-            let e: Option<(String, i64)> =
-                sqlx::query_as("SELECT payload, received_at FROM events WHERE seq = $1").bind(job.event_seq).fetch_optional(&mut *conn).await?;
-            if let Some((p, at)) = e {
-                events.insert(job.event_seq, (serde_json::from_str::<Value>(&p).unwrap_or_default(), at));
-            }
-        }
+        let events = load_events(&mut conn, &jobs).await?;
         drop(conn);
         let patch = serde_json::from_value::<PolicyPatch>(row.delivery.clone()).unwrap_or_default();
         let policy = patch.apply(&self.base_policy);
         let loaded = self.integrations.catalog.get(&row.integration).cloned();
-        let size = loaded.as_ref().and_then(|l| l.manifest.capabilities.batching.as_ref()).map_or(1, |b| b.max_size.max(1) as usize);
+        let ready = match &loaded {
+            Some(l) => Some(self.ready.get(&self.integrations, &row, l)?),
+            None => None,
+        };
+        let size = ready.as_ref().map_or(1, |r| r.batch_size());
+        if let Some(r) = ready.as_ref().filter(|r| r.batch_size() > 1 && jobs.len() < r.batch_size() && r.batch_wait_ms > 0) {
+            // A partial batch waits for more events until the end of the time window its oldest
+            // event fell in: windows are aligned, so everything deferred in one window comes due
+            // (and is claimed) together.
+            let oldest = jobs.iter().map(|j| j.created_at).min().unwrap_or(0);
+            let due = (oldest / r.batch_wait_ms + 1) * r.batch_wait_ms;
+            if due > now_ms() {
+                let done = jobs.into_iter().map(|j| (j, Verdict::Deferred(due), Vec::new())).collect();
+                return self.settle(done, &row, &patch, &policy, &events).await;
+            }
+        }
         let chunks: Vec<Vec<Job>> = jobs.chunks(size).map(<[Job]>::to_vec).collect();
-        let (row, events, loaded, patch_ref) = (&row, &events, &loaded, &patch);
+        let (row, events, loaded, patch_ref, ready) = (&row, &events, &loaded, &patch, &ready);
         let results: Vec<anyhow::Result<Vec<(Job, Verdict, Vec<AttemptRec>)>>> = futures_util::stream::iter(chunks)
-            .map(|chunk| async move { self.run(chunk, row, events, loaded.as_deref(), patch_ref).await })
+            .map(|chunk| async move { self.run(chunk, row, events, loaded.as_deref(), ready.as_deref(), patch_ref).await })
             .buffer_unordered(16)
             .collect()
             .await;
@@ -110,22 +136,23 @@ impl Worker {
         row: &crate::store::DestinationRow,
         events: &HashMap<i64, (Value, i64)>,
         loaded: Option<&crate::integrations::Loaded>,
+        ready: Option<&super::ready::Ready>,
         patch: &PolicyPatch,
     ) -> anyhow::Result<Vec<(Job, Verdict, Vec<AttemptRec>)>> {
         // Flow control: over the rate or concurrency limit, the jobs wait without an attempt.
         let default_rate = loaded.and_then(|l| l.manifest.capabilities.rate_limit);
-        let _permit = match self.flow.admit(&row.id, patch.rate_limit.or(default_rate), patch.concurrency.unwrap_or(16)) {
+        let _permit = match self.flow.admit(&row.id, patch.rate_limit.or(default_rate), patch.concurrency.unwrap_or(16)).await {
             Ok(permit) => permit,
             Err(wait) => {
                 let at = now_ms() + wait.as_millis() as i64;
                 return Ok(jobs.into_iter().map(|j| (j, Verdict::Deferred(at), Vec::new())).collect());
             }
         };
-        let Some(loaded) = loaded else {
+        let (Some(loaded), Some(ready)) = (loaded, ready) else {
             let why = format!("integration '{}' is not in the catalog", row.integration);
             return Ok(jobs.into_iter().map(|j| (j, Verdict::Dead(why.clone()), Vec::new())).collect());
         };
-        self.attempt(jobs, row, loaded, events).await
+        self.attempt(jobs, loaded, ready, events).await
     }
 
     /// Turns verdicts into new states, writes them with the attempts in one transaction, and feeds
@@ -207,8 +234,8 @@ impl Worker {
     async fn attempt(
         &self,
         jobs: Vec<Job>,
-        row: &crate::store::DestinationRow,
         loaded: &crate::integrations::Loaded,
+        ready: &super::ready::Ready,
         events: &HashMap<i64, (Value, i64)>,
     ) -> anyhow::Result<Vec<(Job, Verdict, Vec<AttemptRec>)>> {
         let m = &loaded.manifest;
@@ -223,14 +250,12 @@ impl Worker {
         // Positions of the stored events among the jobs.
         let present: Vec<usize> = (0..jobs.len()).filter(|i| events.contains_key(&jobs[*i].event_seq)).collect();
         let values: Vec<Value> = present.iter().map(|i| events[&jobs[*i].event_seq].0.clone()).collect();
-        let full = destination::full_settings(&self.integrations.cipher, row)?;
-        let settings = effective_settings(&full, false);
-        let prepared = match Prepared::new(m, &row.actions) {
+        let (settings, secrets) = (&ready.settings, &ready.secrets);
+        let prepared = match &ready.prepared {
             Ok(p) => p,
-            Err(e) => return Ok(jobs.into_iter().map(|j| (j, Verdict::Dead(format!("misconfigured: {e}")), Vec::new())).collect()),
+            Err(e) => return Ok(jobs.into_iter().map(|j| (j, Verdict::Dead(e.clone()), Vec::new())).collect()),
         };
-        let built = handlers::for_handler(m.handler.as_deref()).map(&prepared, &settings, &values, now_ms() / 1000);
-        let secrets = sample::secret_values(&self.integrations.cipher.open(&row.secrets)?, &full);
+        let built = handlers::for_handler(m.handler.as_deref()).map(prepared, settings, &values, now_ms() / 1000);
         let transport = self.integrations.transports.get(&m.capabilities.transport);
         for b in built {
             match b {
@@ -240,7 +265,7 @@ impl Worker {
                     verdicts[j].merge(Verdict::Rejected(reason));
                 }
                 Built::Request { request, events: idx, .. } => {
-                    let a = transport.send(&settings, &request).await;
+                    let a = transport.send(settings, &request).await;
                     let mut detail = a.detail.clone();
                     for s in secrets.iter().filter(|s| s.len() >= 4) {
                         detail = detail.replace(s.as_str(), crate::integrations::settings::MASK);
@@ -250,19 +275,22 @@ impl Worker {
                         Outcome::Retryable => "retryable",
                         Outcome::Permanent => "permanent",
                     };
-                    let shown = cut(sample::redact(&request, &secrets).to_string(), KEEP_REQUEST);
+                    let shown = cut(sample::redact(&request, secrets).to_string(), KEEP_REQUEST);
                     let why = match a.status {
                         Some(s) => format!("answered {s}: {}", cut(detail.clone(), 200)),
                         None => cut(detail.clone(), 300),
                     };
-                    for i in idx {
+                    // A batch's request is logged once, with its first event; the others point to it.
+                    let first = idx.first().and_then(|i| events.get(&jobs[present[*i]].event_seq)).and_then(|(e, _)| e.get("messageId").cloned());
+                    let pointer = serde_json::json!({"batch": {"size": idx.len(), "logged_with": first}}).to_string();
+                    for (k, i) in idx.into_iter().enumerate() {
                         let j = present[i];
                         records[j].push(AttemptRec {
                             latency_ms: a.latency_ms as i64,
                             outcome,
                             status: a.status.map(i64::from),
-                            request: shown.clone(),
-                            response: detail.clone(),
+                            request: if k == 0 { shown.clone() } else { pointer.clone() },
+                            response: if k == 0 { detail.clone() } else { String::new() },
                         });
                         let v = match a.outcome {
                             Outcome::Delivered => Verdict::Delivered,

@@ -127,10 +127,11 @@ async fn check_private(state: &AppState, write: &store::DestinationWrite) -> Api
 }
 
 /// Checks and stores a destination's retry options.
-async fn set_delivery(conn: &mut AnyConnection, id: &str, delivery: Option<Value>) -> ApiResult<()> {
+async fn set_delivery(conn: &mut AnyConnection, state: &AppState, integration: &str, id: &str, delivery: Option<Value>) -> ApiResult<()> {
     let Some(v) = delivery else { return Ok(()) };
     let patch: crate::deliver::schedule::PolicyPatch = serde_json::from_value(v.clone()).map_err(|e| ApiError::field("delivery", e.to_string()))?;
-    patch.check().map_err(|m| ApiError::field("delivery", m))?;
+    let batching = state.integrations.catalog.get(integration).and_then(|l| l.manifest.capabilities.batching.clone());
+    patch.check(batching.as_ref()).map_err(|m| ApiError::field("delivery", m))?;
     sqlx::query("UPDATE destinations SET delivery = $1 WHERE id = $2")
         .bind(serde_json::to_string(&v).unwrap_or_default())
         .bind(id)
@@ -173,7 +174,7 @@ async fn create_destination(auth: Auth<Editor>, State(state): State<AppState>, A
     let write = destination::check(&state.integrations.catalog, &state.integrations.cipher, input, None).map_err(ApiError::Validation)?;
     check_private(&state, &write).await?;
     let id = store::create_destination(&mut tx, &auth.actor, &name, &write).await?;
-    set_delivery(&mut tx, &id, body.delivery).await?;
+    set_delivery(&mut tx, &state, &write.integration, &id, body.delivery).await?;
     let row = found(&mut tx, &id).await?;
     tx.commit().await.map_err(anyhow::Error::from)?;
     Ok((StatusCode::CREATED, Json(out(&state, row))))
@@ -220,7 +221,7 @@ async fn update_destination(auth: Auth<Editor>, State(state): State<AppState>, P
             .map_err(|e| store::map_unique(e, "destination name", &name))?;
     }
     store::update_destination(&mut tx, &auth.actor, &id, &name, &write).await?;
-    set_delivery(&mut tx, &id, body.delivery).await?;
+    set_delivery(&mut tx, &state, &write.integration, &id, body.delivery).await?;
     let row = found(&mut tx, &id).await?;
     tx.commit().await.map_err(anyhow::Error::from)?;
     Ok(Json(out(&state, row)))

@@ -184,6 +184,7 @@ pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>,
         };
         let cutoff = now_ms() - dedupe_ms;
         let started = Instant::now();
+        let turn = crate::store::SQLITE_WRITERS.blocking_lock();
         match commit(c, &jobs, cutoff) {
             Ok(outcomes) => {
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
@@ -198,6 +199,7 @@ pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>,
                 }
             }
         }
+        drop(turn);
         super::writer::group_done(&depth, count, size, started);
         commits += 1;
         if commits % 64 == 0 {

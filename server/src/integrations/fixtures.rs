@@ -48,7 +48,8 @@ pub fn run(loaded: &Loaded, doc: &Value) -> Result<(), String> {
     }
     let settings = settings.map_err(|e| format!("settings rejected: {}", serde_json::to_string(&e).unwrap_or_default()))?;
     let actions = doc.get("actions").and_then(Value::as_object).unwrap_or(&empty);
-    let prepared = Prepared::new(&loaded.manifest, actions).map_err(|e| format!("actions: {e}"))?;
+    let batch_size = doc.get("batch_size").and_then(Value::as_u64).map(|n| n as u32);
+    let prepared = Prepared::new(&loaded.manifest, actions).map_err(|e| format!("actions: {e}"))?.with_batch_size(&loaded.manifest, batch_size);
     let events: Vec<Value> = match (doc.get("event"), doc.get("events").and_then(Value::as_array)) {
         (Some(e), None) => vec![e.clone()],
         (None, Some(list)) => list.clone(),

@@ -45,12 +45,12 @@ impl Integration for Webhook {
         let key = settings.get("signing_secret").and_then(Value::as_str).and_then(secret_key);
         for b in &mut built {
             if let Built::Request { events: idx, request: Request::Http(req), .. } = b {
-                let id = idx
-                    .first()
-                    .and_then(|i| events[*i].get("messageId"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
+                let ids: Vec<&str> = idx.iter().map(|i| events[*i].get("messageId").and_then(Value::as_str).unwrap_or_default()).collect();
+                let id = match ids.as_slice() {
+                    [one] => one.to_string(),
+                    // A batch: the same events give the same id, so a retried batch can be recognised.
+                    many => format!("batch_{}", &hex::encode(<Sha256 as sha2::Digest>::digest(many.join(",").as_bytes()))[..32]),
+                };
                 let body = req.json.as_ref().map(|j| j.to_string()).unwrap_or_default();
                 req.headers.insert("webhook-id".into(), id.clone());
                 req.headers.insert("webhook-timestamp".into(), now.to_string());

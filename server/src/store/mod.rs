@@ -55,6 +55,9 @@ pub struct Store {
 /// runs, or the other way round) before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
 
+/// See `Store::write_turn`; the event writer's thread takes it with `blocking_lock`.
+pub static SQLITE_WRITERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 impl Store {
     /// Opens (creating a SQLite file when needed) and migrates the database.
     pub async fn open(url: &str) -> anyhow::Result<Store> {
@@ -112,6 +115,17 @@ impl Store {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// On SQLite, the turn of one of the busy writers of this process (the event writer, the
+    /// delivery router, claims and results), taken before `BEGIN IMMEDIATE`: they queue here in
+    /// order instead of colliding on the database lock, where SQLite's busy handler backs off in
+    /// sleeps of up to 100 ms. Other writes rely on the busy timeout alone.
+    pub async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'static, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(SQLITE_WRITERS.lock().await),
+            Backend::Postgres => None,
+        }
     }
 
     /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`) so the

@@ -3,6 +3,7 @@
 mod harness;
 
 mod accounts;
+mod batching;
 mod brokers;
 mod catalog;
 mod delivery;
