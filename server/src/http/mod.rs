@@ -250,8 +250,7 @@ pub async fn serve(
     });
     let engine = state.config.mode.delivers().then(|| {
         let lease = (state.config.delivery_lease_secs * 1000) as i64;
-        let stored = state.ingest.stored.clone();
-        crate::deliver::start(store.clone(), state.integrations.clone(), lease, state.config.retry.clone(), alerts, stored, state.shutdown.clone())
+        crate::deliver::start(store.clone(), state.integrations.clone(), lease, state.config.retry.clone(), alerts, state.shutdown.clone())
     });
     let app = router(state, &keys.session);
     tracing::info!("listening on http://{bound}");

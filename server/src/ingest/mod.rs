@@ -37,13 +37,11 @@ pub struct Ingest {
     pub trusted_proxies: Vec<IpAddr>,
     pub suppressions: suppress::Suppressions,
     limiters: Mutex<HashMap<String, (i64, Arc<DefaultDirectRateLimiter>)>>,
-    /// Notified after events are stored (the delivery router waits on it).
-    pub stored: Arc<tokio::sync::Notify>,
 }
 
 impl Ingest {
     pub fn new(writer: writer::EventWriter, keys: KeyCache, limits: Limits, trusted_proxies: Vec<IpAddr>) -> Self {
-        Ingest { writer, keys, limits, live: live::LiveFeed::new(), trusted_proxies, suppressions: suppress::Suppressions::new(std::time::Duration::from_secs(2)), limiters: Mutex::new(HashMap::new()), stored: Arc::default() }
+        Ingest { writer, keys, limits, live: live::LiveFeed::new(), trusted_proxies, suppressions: suppress::Suppressions::new(std::time::Duration::from_secs(2)), limiters: Mutex::new(HashMap::new()) }
     }
 
     /// `Err(seconds)` when `n` more events would pass the source's rate limit.

@@ -332,11 +332,7 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
     let single_reason = (route.is_some() && !rejected.is_empty()).then(|| rejected[0]["reason"].as_str().unwrap_or("").to_string());
     let kinds: Vec<&'static str> = events.iter().map(|e| e.kind).collect();
     let outcomes = match ingest.writer.write(events, rejections).await {
-        Ok(o) => {
-            // The delivery router of this node follows the log at once rather than at its next poll.
-            ingest.stored.notify_one();
-            o
-        }
+        Ok(o) => o,
         Err(WriteError::Busy) => {
             let mut res = fail(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many events are waiting to be stored; retry shortly");
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

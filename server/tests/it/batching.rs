@@ -51,6 +51,7 @@ async fn webhook_sends_batches_when_a_destination_asks() {
         assert!(id.starts_with("batch_") && id.len() == 38, "{id}");
         assert!(r.headers["webhook-signature"].to_str().unwrap().starts_with("v1,"));
     }
+    w.state_of("w24", "succeeded").await;
     let attempts: Value = w.get("/attempts?message_id=w24").await;
     assert_eq!(attempts["items"][0]["outcome"], "delivered");
 
