@@ -200,6 +200,9 @@ pub async fn serve(
         },
         config.trusted_proxies.clone(),
     ));
+    if store.backend() == crate::store::Backend::Postgres {
+        ingest.live.start_relay(&config.database_url, store.pool().clone());
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let retention_days = config.event_retention_days as i64;
     let attempt_days = config.attempt_retention_days as i64;

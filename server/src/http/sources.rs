@@ -193,13 +193,15 @@ async fn list_rejections(_auth: Auth<Viewer>, State(state): State<AppState>, Pat
     responses((status = 200, content_type = "text/event-stream", body = String), (status = 404, body = model::Problem)))]
 async fn live(_auth: Auth<Viewer>, State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     found(&state, &id).await?;
-    let rx = state.ingest.live.subscribe();
+    let (rx, watching) = state.ingest.live.subscribe(&id);
     let mut shutdown = state.shutdown.clone();
     let stopped = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
     let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
         .filter_map(move |msg| {
+            // The stream keeps its watch (and other nodes' relaying) while it is open.
+            let _ = &watching;
             let id = id.clone();
             async move {
                 match msg {

@@ -6,6 +6,7 @@ mod body;
 mod enrich;
 mod keys;
 pub mod live;
+mod relay;
 mod routes;
 mod sqlite_writer;
 pub mod suppress;

@@ -268,7 +268,7 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
     }
     let received_at = now_ms();
     let ip = client_ip(call.addr, &call.headers, &ingest.trusted_proxies);
-    let live = ingest.live.active();
+    let live = ingest.live.wanted(&owner.source_id);
     let single_size = route.is_some().then_some(body_size);
     let mut events = Vec::new();
     let mut event_index = Vec::new();

@@ -6,15 +6,15 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::time::Duration;
 
-const KEY: &str = "wk_web_example";
+pub(crate) const KEY: &str = "wk_web_example";
 
-fn basic(key: &str) -> String {
+pub(crate) fn basic(key: &str) -> String {
     use base64::Engine;
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{key}:")))
 }
 
 /// A server with source `web` (write key `wk_web_example`) from a workspace file, and an admin token.
-async fn with_source(env: &TestEnv, extra_env: &[(&str, &str)]) -> (TestServer, String, String) {
+pub(crate) async fn with_source(env: &TestEnv, extra_env: &[(&str, &str)]) -> (TestServer, String, String) {
     let file = env.dir.path().join("ws.toml");
     std::fs::write(&file, format!("[[sources]]\nname = \"web\"\ntype = \"web\"\nwrite_key = \"{KEY}\"\n")).unwrap();
     let token = env.token("admin", "admin");

@@ -13,5 +13,6 @@ mod test_delivery;
 mod api;
 mod cli;
 mod ingest;
+mod live;
 mod ops;
 mod workspace;
