@@ -3,7 +3,7 @@
 //! closed-loop tool such as wrk). Plain HTTP/1.1 over kept-alive TCP connections, so the client
 //! costs little of the CPU it shares with the server: connection `k` of `C` sends requests
 //! `k`, `k + C`, `k + 2C`, ...; one that is still waiting when its next turn comes sends late,
-//! and the lateness counts in the latency.
+//! and the lateness counts in the latency (the client's own timer lateness does not).
 
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,7 +29,15 @@ pub async fn run(url: &str, auth: &str, body: &str, rate: f64, duration: Duratio
             let mut i = k;
             while i < total {
                 let scheduled = start + interval.mul_f64(i as f64);
-                tokio::time::sleep_until(scheduled.into()).await;
+                // Idle at its turn, the connection's lateness is this client's timer (tokio's
+                // granularity is a millisecond): latency counts from the send. Busy at its turn,
+                // the wait for the previous answer counts too.
+                let from = if Instant::now() < scheduled {
+                    tokio::time::sleep_until(scheduled.into()).await;
+                    Instant::now()
+                } else {
+                    scheduled
+                };
                 let text = body.replace("{n}", &format!("{run}-{i}"));
                 let request = format!(
                     "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
@@ -39,16 +47,23 @@ pub async fn run(url: &str, auth: &str, body: &str, rate: f64, duration: Duratio
                     Ok(()) => read_response(&mut conn, &mut buf).await.unwrap_or(false),
                     Err(_) => false,
                 };
-                results.push((scheduled.elapsed(), ok));
+                results.push((from.elapsed(), ok, scheduled));
                 i += CONNECTIONS;
             }
             results
         }));
     }
+    // SWBENCH_DUMP=FILE writes each request's scheduled offset and latency (ms), to see when a
+    // tail happens.
+    let mut dump = std::env::var("SWBENCH_DUMP").ok().and_then(|p| std::fs::File::create(p).ok());
     let mut latencies = Vec::with_capacity(total as usize);
     let mut failed = 0u64;
     for t in tasks {
-        for (lat, ok) in t.await.expect("a connection task") {
+        for (lat, ok, at) in t.await.expect("a connection task") {
+            if let Some(f) = dump.as_mut() {
+                use std::io::Write;
+                let _ = writeln!(f, "{:.1} {:.3}", at.duration_since(start).as_secs_f64() * 1e3, lat.as_secs_f64() * 1e3);
+            }
             if ok {
                 latencies.push(lat);
             } else {

@@ -47,12 +47,17 @@ pub fn start(
     let wake = routed.clone();
     let routing = tokio::spawn(async move {
         loop {
+            // A step that took less than a batch waits for the next poll, so routing happens in
+            // few transactions (each holds SQLite's write turn) however fast events arrive.
             match router.step().await {
-                Ok(n) if n > 0 => {
-                    wake.notify_one();
-                    continue;
+                Ok(routed) => {
+                    if routed.pending > 0 {
+                        wake.notify_one();
+                    }
+                    if routed.full {
+                        continue;
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "router step failed"),
             }
             let stopping = tokio::select! {

@@ -6,12 +6,16 @@
 
 use crate::integrations::{route, Integrations, Loaded};
 use crate::store::{get, new_id, now_ms, Backend, Store};
+use sqlx::Row;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BATCH: i64 = 500;
+/// Events looked at per step (seq and source only).
+const SCAN: i64 = 5000;
+/// Events with destinations routed per step (their payloads are read and deliveries written).
+const ROUTED: usize = 500;
 const GAP_WAIT: Duration = Duration::from_secs(5);
 
 struct Dest {
@@ -62,24 +66,118 @@ impl Router {
         Ok(by_source)
     }
 
-    /// Routes the next batch; returns how many events it routed.
-    pub async fn step(&mut self) -> anyhow::Result<usize> {
+    /// Routes the next events: up to `ROUTED` events with destinations (and on PostgreSQL, at
+    /// most `SCAN` events in all).
+    ///
+    /// The events are read and matched against the destinations outside any transaction (the log
+    /// only grows at its end); then, holding the write turn, one transaction moves the position
+    /// from where it was read (compare and set: when another node's router moved it first, this
+    /// step does nothing) and inserts the deliveries. Only the events of sources with
+    /// destinations are read.
+    pub async fn step(&mut self) -> anyhow::Result<Routed> {
+        let mut conn = self.store.pool().acquire().await?;
+        let position: i64 = sqlx::query_scalar("SELECT position FROM router_state WHERE name = 'events'").fetch_one(&mut *conn).await?;
+        let span = if self.store.backend() == Backend::Sqlite {
+            self.sqlite_span(&mut conn, position).await?
+        } else {
+            self.postgres_span(&mut conn, position).await?
+        };
+        let Some(Span { last, full, dests, events }) = span else {
+            return Ok(Routed::default());
+        };
+        drop(conn);
+        let mut rows_out = Vec::new();
+        for (seq, source, message_id, event) in &events {
+            for d in &dests[source] {
+                let reason = route::filtered(&d.loaded, &d.name, &d.filters, event);
+                let traits = (reason.is_none() && d.only_changed_traits && event.get("type").and_then(Value::as_str) == Some("identify")).then_some(event);
+                let lane = d.ordered.then(|| lane(event)).flatten();
+                rows_out.push((NewDelivery { destination_id: &d.id, seq: *seq, message_id: message_id.clone(), lane, state: "pending", reason }, traits));
+            }
+        }
+
         let _turn = self.store.write_turn().await;
         let mut tx = self.store.begin().await?;
-        let lock = if self.store.backend() == Backend::Postgres { " FOR UPDATE" } else { "" };
-        let position: i64 = sqlx::query_scalar(&format!("SELECT position FROM router_state WHERE name = 'events'{lock}")).fetch_one(&mut *tx).await?;
-        let rows = sqlx::query("SELECT seq, source_id, message_id, payload FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+        let moved = sqlx::query("UPDATE router_state SET position = $1 WHERE name = 'events' AND position = $2")
+            .bind(last)
             .bind(position)
-            .bind(BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
-        if rows.is_empty() {
-            return Ok(0);
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if moved == 0 {
+            return Ok(Routed::default());
         }
-        // Take only a run without gaps (a gap older than GAP_WAIT was a rolled-back insert).
+        let mut out = Vec::with_capacity(rows_out.len());
+        for (mut d, traits) in rows_out {
+            if let Some(event) = traits {
+                d.reason = traits_unchanged(&mut tx, d.destination_id, event).await?;
+            }
+            if d.reason.is_some() {
+                d.state = "filtered";
+            }
+            out.push(d);
+        }
+        insert_deliveries(&mut tx, &out, now_ms()).await?;
+        tx.commit().await?;
+        Ok(Routed { full, pending: out.iter().filter(|d| d.state == "pending").count() })
+    }
+
+    /// SQLite has one writer, so the log has no gaps to wait for: up to its end now, only the
+    /// events of sources with destinations are read (through the (source, seq) index), so a flood
+    /// of events nobody receives costs a few queries, not a row each (sqlx's SQLite driver hands
+    /// each row from its thread to the caller's).
+    async fn sqlite_span(&self, conn: &mut sqlx::AnyConnection, position: i64) -> anyhow::Result<Option<Span>> {
+        let end: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events").fetch_one(&mut *conn).await?;
+        let Some(end) = end.filter(|e| *e > position) else { return Ok(None) };
+        let dests = self.destinations(conn).await?;
+        let sources: Vec<&str> = dests.keys().map(String::as_str).collect();
+        let events = if sources.is_empty() { Vec::new() } else { routed_events(conn, position, end, &sources).await? };
+        let full = events.len() == ROUTED;
+        let last = if full { events[ROUTED - 1].0 } else { end };
+        Ok(Some(Span { last, full, dests, events }))
+    }
+
+    /// PostgreSQL's writers commit out of order: the events after `position` are scanned (seq and
+    /// source only) up to the first gap, which is waited for (see `without_gaps`).
+    async fn postgres_span(&mut self, conn: &mut sqlx::AnyConnection, position: i64) -> anyhow::Result<Option<Span>> {
+        let rows = sqlx::query("SELECT seq, source_id FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(position)
+            .bind(SCAN)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut take = self.without_gaps(position, &rows)?;
+        if take == 0 {
+            return Ok(None);
+        }
+        let mut full = take == rows.len() && rows.len() as i64 == SCAN;
+        let dests = self.destinations(conn).await?;
+        let mut routed: Vec<&str> = Vec::new();
+        let mut with_dests = 0;
+        for (i, r) in rows[..take].iter().enumerate() {
+            let source: &str = r.try_get("source_id")?;
+            if dests.contains_key(source) {
+                if !routed.contains(&source) {
+                    routed.push(source);
+                }
+                with_dests += 1;
+                if with_dests == ROUTED {
+                    full = i + 1 < take || full;
+                    take = i + 1;
+                    break;
+                }
+            }
+        }
+        let last: i64 = get(&rows[take - 1], "seq")?;
+        let events = if routed.is_empty() { Vec::new() } else { routed_events(conn, position, last, &routed).await? };
+        Ok(Some(Span { last, full, dests, events }))
+    }
+
+    /// How many of `rows` (from `position + 1` on) follow one another without a gap; a gap older
+    /// than GAP_WAIT was a rolled-back insert (PostgreSQL's writers can commit out of order).
+    fn without_gaps(&mut self, position: i64, rows: &[sqlx::any::AnyRow]) -> anyhow::Result<usize> {
         let mut take = 0;
         let mut expected = position + 1;
-        for r in &rows {
+        for r in rows {
             let seq: i64 = get(r, "seq")?;
             if seq != expected && self.store.backend() == Backend::Postgres {
                 match self.gap {
@@ -94,37 +192,47 @@ impl Router {
             expected = seq + 1;
             take += 1;
         }
-        if take == 0 {
-            return Ok(0);
+        if take > 0 {
+            self.gap = None;
         }
-        self.gap = None;
-        let dests = self.destinations(&mut tx).await?;
-        let now = now_ms();
-        let mut last = position;
-        let mut rows_out = Vec::new();
-        for r in &rows[..take] {
-            let seq: i64 = get(r, "seq")?;
-            last = seq;
-            let source: String = get(r, "source_id")?;
-            let Some(list) = dests.get(&source) else { continue };
-            let message_id: String = get(r, "message_id")?;
-            let payload: String = get(r, "payload")?;
-            let event: Value = serde_json::from_str(&payload).unwrap_or_default();
-            for d in list {
-                let mut reason = route::filtered(&d.loaded, &d.name, &d.filters, &event);
-                if reason.is_none() && d.only_changed_traits && event.get("type").and_then(Value::as_str) == Some("identify") {
-                    reason = traits_unchanged(&mut tx, &d.id, &event).await?;
-                }
-                let state = if reason.is_some() { "filtered" } else { "pending" };
-                let lane = d.ordered.then(|| lane(&event)).flatten();
-                rows_out.push(NewDelivery { destination_id: &d.id, seq, message_id: message_id.clone(), lane, state, reason });
-            }
-        }
-        insert_deliveries(&mut tx, &rows_out, now).await?;
-        sqlx::query("UPDATE router_state SET position = $1 WHERE name = 'events'").bind(last).execute(&mut *tx).await?;
-        tx.commit().await?;
         Ok(take)
     }
+}
+
+/// What a step routes: events up to `last` (those of sources with destinations in `events`).
+struct Span {
+    last: i64,
+    full: bool,
+    dests: HashMap<String, Vec<Dest>>,
+    events: Vec<(i64, String, String, Value)>,
+}
+
+/// The events in (after, upto] of the given sources: seq, source, messageId and parsed payload.
+async fn routed_events(conn: &mut sqlx::AnyConnection, after: i64, upto: i64, sources: &[&str]) -> anyhow::Result<Vec<(i64, String, String, Value)>> {
+    let marks: Vec<String> = (0..sources.len()).map(|i| format!("${}", i + 3)).collect();
+    let sql = format!(
+        "SELECT seq, source_id, message_id, payload FROM events WHERE seq > $1 AND seq <= $2 AND source_id IN ({}) ORDER BY seq LIMIT {ROUTED}",
+        marks.join(", ")
+    );
+    let mut q = sqlx::query(&sql).bind(after).bind(upto);
+    for s in sources {
+        q = q.bind(*s);
+    }
+    let mut out = Vec::new();
+    for r in q.fetch_all(&mut *conn).await? {
+        let payload: String = get(&r, "payload")?;
+        out.push((get(&r, "seq")?, get(&r, "source_id")?, get(&r, "message_id")?, serde_json::from_str(&payload).unwrap_or_default()));
+    }
+    Ok(out)
+}
+
+/// What a router step did.
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// It took a whole batch: more may be waiting.
+    pub full: bool,
+    /// Deliveries it made ready to send.
+    pub pending: usize,
 }
 
 struct NewDelivery<'a> {
