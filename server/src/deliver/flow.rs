@@ -19,6 +19,8 @@ pub struct Flow {
     by_destination: Mutex<HashMap<String, Limits>>,
 }
 
+/// Requests in flight per destination and node unless `delivery.concurrency` says otherwise.
+pub const DEFAULT_CONCURRENCY: u32 = 64;
 /// How long a job waits for a concurrency permit before it is deferred instead (well inside a lease).
 const HOLD: Duration = Duration::from_secs(5);
 /// Waits for the rate limit up to this long are slept through; longer ones defer the job.

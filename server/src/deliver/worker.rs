@@ -116,7 +116,7 @@ impl Worker {
         let (row, events, loaded, patch_ref, ready) = (&row, &events, &loaded, &patch, &ready);
         let results: Vec<anyhow::Result<Vec<(Job, Verdict, Vec<AttemptRec>)>>> = futures_util::stream::iter(chunks)
             .map(|chunk| async move { self.run(chunk, row, events, loaded.as_deref(), ready.as_deref(), patch_ref).await })
-            .buffer_unordered(16)
+            .buffer_unordered(patch.concurrency.unwrap_or(super::flow::DEFAULT_CONCURRENCY) as usize)
             .collect()
             .await;
         let mut done = Vec::new();
@@ -141,7 +141,7 @@ impl Worker {
     ) -> anyhow::Result<Vec<(Job, Verdict, Vec<AttemptRec>)>> {
         // Flow control: over the rate or concurrency limit, the jobs wait without an attempt.
         let default_rate = loaded.and_then(|l| l.manifest.capabilities.rate_limit);
-        let _permit = match self.flow.admit(&row.id, patch.rate_limit.or(default_rate), patch.concurrency.unwrap_or(16)).await {
+        let _permit = match self.flow.admit(&row.id, patch.rate_limit.or(default_rate), patch.concurrency.unwrap_or(super::flow::DEFAULT_CONCURRENCY)).await {
             Ok(permit) => permit,
             Err(wait) => {
                 let at = now_ms() + wait.as_millis() as i64;

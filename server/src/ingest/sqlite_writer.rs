@@ -31,8 +31,11 @@ fn connect(path: &Path, fsync: bool) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// How often the checkpointer copies the WAL into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+/// How often the checkpointer copies the WAL into the database file. Each checkpoint's fsyncs
+/// hold up the writer's commits for a moment; small, frequent ones keep the pauses short (measured
+/// on the 2-core machine at 12,000 single calls/s: p99 3.5 ms every 20 ms, 5.2 ms every 50 ms,
+/// 7.1 ms every 100 ms).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 /// A WAL larger than this (the checkpointer could not catch up) is checkpointed by the writer
 /// itself, waiting for readers: rare, and it keeps the file from growing without bound.
 const WAL_LIMIT_BYTES: u64 = 64 << 20;
