@@ -5,21 +5,27 @@ use base64::Engine as _;
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Conditions kept compiled; past this many the cache starts over.
+const CACHED_CONDITIONS: usize = 1000;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 /// The one template environment: lenient about missing values, plus `b64` and `sha256` filters.
 pub(crate) fn env() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Chainable);
-        env.add_filter("b64", |s: String| base64::engine::general_purpose::STANDARD.encode(s));
-        env.add_filter("sha256", |s: String| hex(&Sha256::digest(s.as_bytes())));
-        env.set_fuel(Some(100_000));
-        env
-    })
+    ENV.get_or_init(configured)
+}
+
+fn configured() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    env.add_filter("b64", |s: String| base64::engine::general_purpose::STANDARD.encode(s));
+    env.add_filter("sha256", |s: String| hex(&Sha256::digest(s.as_bytes())));
+    env.set_fuel(Some(100_000));
+    env
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -42,31 +48,17 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Sources of templates and conditions, kept once for the life of the process so compiled forms can
-/// borrow them: a source is compiled once per destination configuration, not once per event. Only
-/// distinct sources are kept, so this grows with the catalog and the overrides users write.
-fn interned(src: &str) -> &'static str {
-    static SOURCES: OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> = OnceLock::new();
-    let mut set = SOURCES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = set.get(src) {
-        return s;
-    }
-    let leaked: &'static str = Box::leak(src.to_string().into_boxed_str());
-    set.insert(leaked);
-    leaked
-}
-
 /// A condition in the expression language (MiniJinja expressions), compiled once.
 #[derive(Clone)]
 pub struct Condition {
-    src: &'static str,
+    src: Arc<str>,
     compiled: Compiled,
 }
 
 #[derive(Clone)]
 enum Compiled {
     Constant(bool),
-    Expr(std::sync::Arc<minijinja::Expression<'static, 'static>>),
+    Expr(Arc<minijinja::Expression<'static, 'static>>),
 }
 
 impl std::fmt::Debug for Condition {
@@ -82,32 +74,36 @@ impl PartialEq for Condition {
 }
 
 impl Condition {
-    /// Compiles `src`, or returns the condition compiled earlier from the same source.
+    /// Compiles `src`, or returns the condition compiled earlier from the same source (a bounded
+    /// cache: previews compile whatever an editor types).
     pub fn compile(src: &str) -> Result<Condition, String> {
-        static DONE: OnceLock<std::sync::Mutex<std::collections::HashMap<&'static str, Condition>>> = OnceLock::new();
+        static DONE: OnceLock<Mutex<HashMap<String, Condition>>> = OnceLock::new();
         let done = DONE.get_or_init(Default::default);
         if let Some(c) = done.lock().unwrap_or_else(|e| e.into_inner()).get(src) {
             return Ok(c.clone());
         }
         let c = Self::compile_new(src)?;
-        done.lock().unwrap_or_else(|e| e.into_inner()).insert(c.src, c.clone());
+        let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
+        if done.len() >= CACHED_CONDITIONS {
+            done.clear();
+        }
+        done.insert(src.to_string(), c.clone());
         Ok(c)
     }
 
     fn compile_new(src: &str) -> Result<Condition, String> {
-        let src = interned(src);
         let compiled = match src.trim() {
             "true" => Compiled::Constant(true),
             "false" => Compiled::Constant(false),
-            _ => Compiled::Expr(std::sync::Arc::new(
-                env().compile_expression(src).map_err(|e| format!("condition '{src}': {}", e.detail().unwrap_or("syntax error")))?,
+            _ => Compiled::Expr(Arc::new(
+                env().compile_expression_owned(src.to_string()).map_err(|e| format!("condition '{src}': {}", e.detail().unwrap_or("syntax error")))?,
             )),
         };
-        Ok(Condition { src, compiled })
+        Ok(Condition { src: src.into(), compiled })
     }
 
     pub fn source(&self) -> &str {
-        self.src
+        &self.src
     }
 
     /// True when the condition holds; an evaluation error counts as false and is returned.
@@ -124,9 +120,10 @@ impl Condition {
 /// whole context for the template engine.
 #[derive(Clone)]
 pub struct Template {
-    src: &'static str,
-    path: Option<Vec<&'static str>>,
-    compiled: std::sync::Arc<minijinja::Template<'static, 'static>>,
+    src: Arc<str>,
+    path: Option<Vec<String>>,
+    /// An environment holding just this template (minijinja keeps owned sources per environment).
+    compiled: Arc<Environment<'static>>,
 }
 
 impl std::fmt::Debug for Template {
@@ -144,8 +141,8 @@ fn plain_name(k: &str) -> bool {
 
 impl Template {
     pub fn compile(src: &str) -> Result<Template, minijinja::Error> {
-        let src = interned(src);
-        let compiled = std::sync::Arc::new(env().template_from_str(src)?);
+        let mut compiled = configured();
+        compiled.add_template_owned("t", src.to_string())?;
         let path = src
             .trim()
             .strip_prefix("{{")
@@ -153,8 +150,8 @@ impl Template {
             .map(str::trim)
             .filter(|p| p.split('.').all(plain_name))
             .filter(|_| src.trim() == src)
-            .map(|p| p.split('.').collect());
-        Ok(Template { src, path, compiled })
+            .map(|p| p.split('.').map(str::to_string).collect());
+        Ok(Template { src: src.into(), path, compiled: Arc::new(compiled) })
     }
 
     pub fn render(&self, ctx: &Ctx) -> Result<String, String> {
@@ -170,7 +167,7 @@ impl Template {
                 Some(_) => {}
             }
         }
-        self.compiled.render(ctx.jinja()).map_err(|e| format!("template '{}': {e}", self.src))
+        self.compiled.get_template("t").and_then(|t| t.render(ctx.jinja())).map_err(|e| format!("template '{}': {e}", self.src))
     }
 }
 
