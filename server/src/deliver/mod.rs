@@ -7,6 +7,7 @@ pub mod queue;
 pub mod ready;
 pub mod router;
 pub mod schedule;
+mod sqlite_queue;
 pub mod worker;
 
 use crate::integrations::Integrations;

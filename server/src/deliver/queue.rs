@@ -3,7 +3,9 @@
 
 use crate::store::{get, new_id, now_ms, Backend, Store};
 use serde::Serialize;
+use serde_json::Value;
 use sqlx::Row;
+use std::collections::HashMap;
 
 /// A claimed delivery.
 #[derive(Debug, Clone)]
@@ -19,7 +21,6 @@ pub struct Job {
 /// Claims due deliveries: not paused, enabled destinations, and, in ordered lanes, only the
 /// oldest unfinished event of each user.
 pub async fn claim(store: &Store, limit: i64, lease_ms: i64) -> anyhow::Result<Vec<Job>> {
-    let now = now_ms();
     let lock = if store.backend() == Backend::Postgres { "FOR UPDATE OF d SKIP LOCKED" } else { "" };
     let sql = format!(
         "UPDATE deliveries SET state = 'in_flight', lease_until = $1, updated_at = $2 WHERE id IN (
@@ -32,23 +33,54 @@ pub async fn claim(store: &Store, limit: i64, lease_ms: i64) -> anyhow::Result<V
             ORDER BY d.next_attempt_at, d.event_seq LIMIT $3 {lock})
          RETURNING id, destination_id, event_seq, message_id, attempts, created_at"
     );
-    let _turn = store.write_turn().await;
-    let mut tx = store.begin().await?;
-    let rows = sqlx::query(&sql).bind(now + lease_ms).bind(now).bind(limit).fetch_all(&mut *tx).await?;
-    tx.commit().await?;
-    let mut jobs = Vec::with_capacity(rows.len());
-    for r in &rows {
-        jobs.push(Job {
-            id: get(r, "id")?,
-            destination_id: get(r, "destination_id")?,
-            event_seq: get(r, "event_seq")?,
-            message_id: get(r, "message_id")?,
-            attempts: get::<i64>(r, "attempts")?,
-            created_at: get(r, "created_at")?,
-        });
-    }
+    let mut jobs = match store.direct() {
+        Some(direct) => super::sqlite_queue::claim(direct, &sql, limit, lease_ms).await?,
+        None => claim_pooled(store, &sql, limit, lease_ms).await?,
+    };
     jobs.sort_by_key(|j| j.event_seq);
     Ok(jobs)
+}
+
+async fn claim_pooled(store: &Store, sql: &str, limit: i64, lease_ms: i64) -> anyhow::Result<Vec<Job>> {
+    let now = now_ms();
+    let _turn = store.write_turn().await;
+    let mut tx = store.begin().await?;
+    let rows = sqlx::query(sql).bind(now + lease_ms).bind(now).bind(limit).fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Job {
+                id: get(r, "id")?,
+                destination_id: get(r, "destination_id")?,
+                event_seq: get(r, "event_seq")?,
+                message_id: get(r, "message_id")?,
+                attempts: get::<i64>(r, "attempts")?,
+                created_at: get(r, "created_at")?,
+            })
+        })
+        .collect()
+}
+
+/// The stored events of claimed jobs, by seq: the parsed payload and when it was received.
+pub async fn load_events(store: &Store, jobs: &[Job]) -> anyhow::Result<HashMap<i64, (Value, i64)>> {
+    let parse = |p: &str| serde_json::from_str::<Value>(p).unwrap_or_default();
+    if let Some(direct) = store.direct() {
+        let found = super::sqlite_queue::load_events(direct, jobs.iter().map(|j| j.event_seq).collect()).await?;
+        return Ok(found.into_iter().map(|(seq, (p, at))| (seq, (parse(&p), at))).collect());
+    }
+    let mut events = HashMap::with_capacity(jobs.len());
+    for part in jobs.chunks(100) {
+        let marks: Vec<String> = (1..=part.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT seq, payload, received_at FROM events WHERE seq IN ({})", marks.join(", "));
+        let mut q = sqlx::query_as::<_, (i64, String, i64)>(&sql);
+        for job in part {
+            q = q.bind(job.event_seq);
+        }
+        for (seq, p, at) in q.fetch_all(store.pool()).await? {
+            events.insert(seq, (parse(&p), at));
+        }
+    }
+    Ok(events)
 }
 
 /// Jobs of a crashed or stopped worker come back when their lease ends.
@@ -259,13 +291,17 @@ pub async fn discard(store: &Store, destination_id: &str, ids: Option<&[String]>
     })
 }
 
-/// Pending and retrying deliveries, and the age of the oldest due one (ms).
+/// Pending, retrying and in-flight deliveries, and the age of the oldest of them (ms); counted
+/// through the two partial indexes.
 pub async fn depth(store: &Store) -> anyhow::Result<(i64, i64)> {
-    let row = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries WHERE state IN ('pending', 'retrying', 'in_flight')")
-        .fetch_one(store.pool())
-        .await?;
-    let n: i64 = row.try_get("n").unwrap_or(0);
-    let oldest: Option<i64> = row.try_get("oldest").ok().flatten();
+    let (mut n, mut oldest) = (0, None::<i64>);
+    for states in ["state IN ('pending', 'retrying')", "state = 'in_flight'"] {
+        let row = sqlx::query(&format!("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries WHERE {states}")).fetch_one(store.pool()).await?;
+        n += row.try_get::<i64, _>("n").unwrap_or(0);
+        if let Some(o) = row.try_get::<Option<i64>, _>("oldest").ok().flatten() {
+            oldest = Some(oldest.map_or(o, |x| x.min(o)));
+        }
+    }
     Ok((n, oldest.map_or(0, |o| now_ms() - o)))
 }
 
@@ -301,7 +337,10 @@ pub struct AttemptRec {
 
 /// Writes the attempts and new states of a claim's jobs in one transaction; adds `failures` to the
 /// destination's failures in a row (after resetting them when `delivered`); returns that count.
-pub async fn write_results(store: &Store, destination_id: &str, results: &[Written], delivered: bool, failures: i64, pause_until: Option<i64>) -> anyhow::Result<i64> {
+pub async fn write_results(store: &Store, destination_id: &str, results: Vec<Written>, delivered: bool, failures: i64, pause_until: Option<i64>) -> anyhow::Result<i64> {
+    if let Some(direct) = store.direct() {
+        return super::sqlite_queue::write_results(direct, destination_id.to_string(), results, delivered, failures, pause_until).await;
+    }
     let now = now_ms();
     let _turn = store.write_turn().await;
     let mut tx = store.begin().await?;

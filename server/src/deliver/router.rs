@@ -4,6 +4,7 @@
 //! once even across crashes. On PostgreSQL several writers can commit out of order: a gap in `seq`
 //! is waited for (up to a few seconds, then taken as a rolled-back insert).
 
+use super::sqlite_queue;
 use crate::integrations::{route, Integrations, Loaded};
 use crate::store::{get, new_id, now_ms, Backend, Store};
 use sqlx::Row;
@@ -75,13 +76,12 @@ impl Router {
     /// step does nothing) and inserts the deliveries. Only the events of sources with
     /// destinations are read.
     pub async fn step(&mut self) -> anyhow::Result<Routed> {
+        if let Some(direct) = self.store.direct().cloned() {
+            return self.step_direct(&direct).await;
+        }
         let mut conn = self.store.pool().acquire().await?;
         let position: i64 = sqlx::query_scalar("SELECT position FROM router_state WHERE name = 'events'").fetch_one(&mut *conn).await?;
-        let span = if self.store.backend() == Backend::Sqlite {
-            self.sqlite_span(&mut conn, position).await?
-        } else {
-            self.postgres_span(&mut conn, position).await?
-        };
+        let span = self.scan_span(&mut conn, position).await?;
         let Some(Span { last, full, dests, events }) = span else {
             return Ok(Routed::default());
         };
@@ -122,24 +122,40 @@ impl Router {
         Ok(Routed { full, pending: out.iter().filter(|d| d.state == "pending").count() })
     }
 
-    /// SQLite has one writer, so the log has no gaps to wait for: up to its end now, only the
-    /// events of sources with destinations are read (through the (source, seq) index), so a flood
-    /// of events nobody receives costs a few queries, not a row each (sqlx's SQLite driver hands
-    /// each row from its thread to the caller's).
-    async fn sqlite_span(&self, conn: &mut sqlx::AnyConnection, position: i64) -> anyhow::Result<Option<Span>> {
-        let end: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events").fetch_one(&mut *conn).await?;
-        let Some(end) = end.filter(|e| *e > position) else { return Ok(None) };
-        let dests = self.destinations(conn).await?;
-        let sources: Vec<&str> = dests.keys().map(String::as_str).collect();
-        let events = if sources.is_empty() { Vec::new() } else { routed_events(conn, position, end, &sources).await? };
-        let full = events.len() == ROUTED;
-        let last = if full { events[ROUTED - 1].0 } else { end };
-        Ok(Some(Span { last, full, dests, events }))
+    /// On a SQLite file, through the queue's own connection. SQLite has one writer, so the log has
+    /// no gaps to wait for: up to its end now, only the events of sources with destinations are
+    /// read (through the (source, seq) index), so a flood of events nobody receives costs a few
+    /// queries, not a row each.
+    async fn step_direct(&mut self, direct: &crate::store::direct::Direct) -> anyhow::Result<Routed> {
+        let (position, end) = sqlite_queue::position(direct).await?;
+        let Some(end) = end.filter(|e| *e > position) else { return Ok(Routed::default()) };
+        let dests = {
+            let mut conn = self.store.pool().acquire().await?;
+            self.destinations(&mut conn).await?
+        };
+        let sources: Vec<String> = dests.keys().cloned().collect();
+        let found = if sources.is_empty() { Vec::new() } else { sqlite_queue::events_of(direct, position, end, sources, ROUTED).await? };
+        let full = found.len() == ROUTED;
+        let last = if full { found[ROUTED - 1].0 } else { end };
+        let mut rows = Vec::new();
+        for (seq, source, message_id, payload) in found {
+            let event: Value = serde_json::from_str(&payload).unwrap_or_default();
+            for d in &dests[&source] {
+                let reason = route::filtered(&d.loaded, &d.name, &d.filters, &event);
+                let traits = (reason.is_none() && d.only_changed_traits && event.get("type").and_then(Value::as_str) == Some("identify")).then(|| traits_key(&event)).flatten();
+                let lane = d.ordered.then(|| lane(&event)).flatten();
+                rows.push(sqlite_queue::NewRow { destination_id: d.id.clone(), seq, message_id: message_id.clone(), lane, reason, traits });
+            }
+        }
+        Ok(match sqlite_queue::route(direct, position, last, rows).await? {
+            Some(pending) => Routed { full, pending },
+            None => Routed::default(),
+        })
     }
 
     /// PostgreSQL's writers commit out of order: the events after `position` are scanned (seq and
     /// source only) up to the first gap, which is waited for (see `without_gaps`).
-    async fn postgres_span(&mut self, conn: &mut sqlx::AnyConnection, position: i64) -> anyhow::Result<Option<Span>> {
+    async fn scan_span(&mut self, conn: &mut sqlx::AnyConnection, position: i64) -> anyhow::Result<Option<Span>> {
         let rows = sqlx::query("SELECT seq, source_id FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(position)
             .bind(SCAN)
@@ -271,20 +287,27 @@ fn lane(event: &Value) -> Option<String> {
     })
 }
 
+pub(super) const TRAITS_UNCHANGED: &str = "the user's traits have not changed since the last identify sent";
+
+/// For "only when traits changed": the user's lane and a hash of the event's traits.
+fn traits_key(event: &Value) -> Option<(String, String)> {
+    use sha2::{Digest, Sha256};
+    let user = lane(event)?;
+    let traits = event.get("traits").or_else(|| event.pointer("/context/traits")).cloned().unwrap_or(Value::Null);
+    Some((user, hex::encode(Sha256::digest(traits.to_string().as_bytes()))))
+}
+
 /// For "only when traits changed": `Some(reason)` when this user's traits are the ones last routed
 /// to the destination; otherwise remembers them.
 async fn traits_unchanged(conn: &mut sqlx::AnyConnection, destination_id: &str, event: &Value) -> anyhow::Result<Option<String>> {
-    use sha2::{Digest, Sha256};
-    let Some(user) = lane(event) else { return Ok(None) };
-    let traits = event.get("traits").or_else(|| event.pointer("/context/traits")).cloned().unwrap_or(Value::Null);
-    let hash = hex::encode(Sha256::digest(traits.to_string().as_bytes()));
+    let Some((user, hash)) = traits_key(event) else { return Ok(None) };
     let last: Option<String> = sqlx::query_scalar("SELECT traits_hash FROM destination_traits WHERE destination_id = $1 AND user_key = $2")
         .bind(destination_id)
         .bind(&user)
         .fetch_optional(&mut *conn)
         .await?;
     if last.as_deref() == Some(hash.as_str()) {
-        return Ok(Some("the user's traits have not changed since the last identify sent".into()));
+        return Ok(Some(TRAITS_UNCHANGED.into()));
     }
     sqlx::query(
         "INSERT INTO destination_traits (destination_id, user_key, traits_hash) VALUES ($1, $2, $3) \

@@ -24,23 +24,6 @@ pub struct Worker {
     pub ready: super::ready::Cache,
 }
 
-/// The stored events of claimed jobs, by seq, in one query.
-async fn load_events(conn: &mut sqlx::AnyConnection, jobs: &[Job]) -> anyhow::Result<HashMap<i64, (Value, i64)>> {
-    let mut events = HashMap::with_capacity(jobs.len());
-    for part in jobs.chunks(100) {
-        let marks: Vec<String> = (1..=part.len()).map(|i| format!("${i}")).collect();
-        let sql = format!("SELECT seq, payload, received_at FROM events WHERE seq IN ({})", marks.join(", "));
-        let mut q = sqlx::query_as::<_, (i64, String, i64)>(&sql);
-        for job in part {
-            q = q.bind(job.event_seq);
-        }
-        for (seq, p, at) in q.fetch_all(&mut *conn).await? {
-            events.insert(seq, (serde_json::from_str::<Value>(&p).unwrap_or_default(), at));
-        }
-    }
-    Ok(events)
-}
-
 fn cut(mut s: String, n: usize) -> String {
     if s.len() > n {
         let mut end = n;
@@ -91,8 +74,8 @@ impl Worker {
         let Some(first) = jobs.first() else { return Ok(()) };
         let mut conn = self.store.pool().acquire().await?;
         let Some(row) = crate::store::destination(&mut conn, &first.destination_id).await? else { return Ok(()) };
-        let events = load_events(&mut conn, &jobs).await?;
         drop(conn);
+        let events = queue::load_events(&self.store, &jobs).await?;
         let patch = serde_json::from_value::<PolicyPatch>(row.delivery.clone()).unwrap_or_default();
         let policy = patch.apply(&self.base_policy);
         let loaded = self.integrations.catalog.get(&row.integration).cloned();
@@ -216,10 +199,10 @@ impl Worker {
             };
             written.push(Written { job, attempts, state, count, next_attempt_at: next, reason });
         }
-        let in_a_row = queue::write_results(&self.store, &row.id, &written, delivered, failures, pause_until).await?;
+        let last = written.iter().rev().find_map(|w| w.reason.clone()).unwrap_or_default();
+        let in_a_row = queue::write_results(&self.store, &row.id, written, delivered, failures, pause_until).await?;
         if failures > 0 && in_a_row >= patch.breaker_failures.unwrap_or(20) as i64 {
             let probe = (patch.breaker_probe_secs.unwrap_or(60.0) * 1000.0) as i64;
-            let last = written.iter().rev().find_map(|w| w.reason.clone()).unwrap_or_default();
             let why = format!("{in_a_row} failures in a row; last: {last}");
             queue::open_circuit(&self.store, &row.id, now + probe, &why).await?;
             self.alerts.notify(&row.name, "paused", &why);

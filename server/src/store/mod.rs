@@ -4,6 +4,7 @@
 
 mod audit;
 mod destinations;
+pub mod direct;
 pub mod events;
 pub mod privacy;
 mod migrate;
@@ -49,6 +50,8 @@ pub struct Store {
     /// The SQLite file (None on PostgreSQL), for the dedicated event writer.
     sqlite_path: Option<std::path::PathBuf>,
     fsync: bool,
+    /// The delivery queue's own connection to that file (see `direct`).
+    direct: Option<direct::Direct>,
 }
 
 /// How long a SQLite writer waits for another process's write (the server's writer while the CLI
@@ -99,7 +102,8 @@ impl Store {
             anyhow::anyhow!("cannot open the database {}: {e}", redact(&url))
         })?;
         let sqlite_path = (backend == Backend::Sqlite).then(|| sqlite_file(&url)).flatten();
-        let store = Store { pool, backend, sqlite_path, fsync };
+        let direct = sqlite_path.clone().map(|p| direct::Direct::open(p, fsync));
+        let store = Store { pool, backend, sqlite_path, fsync, direct };
         migrate::run(&store).await?;
         Ok(store)
     }
@@ -111,6 +115,11 @@ impl Store {
     /// The SQLite database file and whether commits fsync, for writers that bypass the pool.
     pub fn sqlite_file(&self) -> Option<(&std::path::Path, bool)> {
         self.sqlite_path.as_deref().map(|p| (p, self.fsync))
+    }
+
+    /// On a SQLite file, the delivery queue's own connection.
+    pub fn direct(&self) -> Option<&direct::Direct> {
+        self.direct.as_ref()
     }
 
     pub fn pool(&self) -> &AnyPool {

@@ -1,0 +1,188 @@
+//! The delivery queue's hot path on a SQLite file, through the store's own connection
+//! (`store::direct`): the same statements as the sqlx path in `queue` and `router`, prepared once
+//! and run a row at a time on one thread, each claim or result write in one hand-off.
+
+use super::queue::{Job, Written};
+use crate::store::direct::{write, Direct};
+use crate::store::{new_id, now_ms};
+use rusqlite::{params, OptionalExtension};
+use std::collections::HashMap;
+
+/// sqlx's `$n` parameters as SQLite's numbered `?n`.
+fn numbered(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+pub async fn claim(direct: &Direct, sql: &str, limit: i64, lease_ms: i64) -> anyhow::Result<Vec<Job>> {
+    let sql = numbered(sql);
+    direct
+        .run(move |conn| {
+            let now = now_ms();
+            write(conn, |tx| {
+                let mut st = tx.prepare_cached(&sql)?;
+                let rows = st.query_map(params![now + lease_ms, now, limit], |r| {
+                    Ok(Job {
+                        id: r.get("id")?,
+                        destination_id: r.get("destination_id")?,
+                        event_seq: r.get("event_seq")?,
+                        message_id: r.get("message_id")?,
+                        attempts: r.get("attempts")?,
+                        created_at: r.get("created_at")?,
+                    })
+                })?;
+                rows.collect()
+            })
+        })
+        .await
+}
+
+/// The payload and receive time of stored events, by seq.
+pub async fn load_events(direct: &Direct, seqs: Vec<i64>) -> anyhow::Result<HashMap<i64, (String, i64)>> {
+    direct
+        .run(move |conn| {
+            let mut st = conn.prepare_cached("SELECT payload, received_at FROM events WHERE seq = ?1")?;
+            let mut out = HashMap::with_capacity(seqs.len());
+            for seq in seqs {
+                if let Some(found) = st.query_row([seq], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).optional()? {
+                    out.insert(seq, found);
+                }
+            }
+            Ok(out)
+        })
+        .await
+}
+
+/// See `queue::write_results`.
+pub async fn write_results(direct: &Direct, destination_id: String, results: Vec<Written>, delivered: bool, failures: i64, pause_until: Option<i64>) -> anyhow::Result<i64> {
+    direct
+        .run(move |conn| {
+            let now = now_ms();
+            write(conn, |tx| {
+                let mut attempt = tx.prepare_cached(
+                    "INSERT INTO attempts (id, delivery_id, destination_id, message_id, at, latency_ms, outcome, status, request, response) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?;
+                let mut succeeded = tx.prepare_cached(
+                    "UPDATE deliveries SET state = 'succeeded', attempts = attempts + 1, next_attempt_at = ?1, reason = NULL, lease_until = NULL, updated_at = ?1 WHERE id = ?2",
+                )?;
+                let mut other =
+                    tx.prepare_cached("UPDATE deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, reason = ?4, lease_until = NULL, updated_at = ?5 WHERE id = ?6")?;
+                for w in &results {
+                    let j = &w.job;
+                    for a in &w.attempts {
+                        attempt.execute(params![new_id("att"), j.id, j.destination_id, j.message_id, now, a.latency_ms, a.outcome, a.status, a.request, a.response])?;
+                    }
+                    if w.state == "succeeded" && w.count == j.attempts + 1 {
+                        succeeded.execute(params![now, j.id])?;
+                    } else {
+                        other.execute(params![w.state, w.count, w.next_attempt_at, w.reason, now, j.id])?;
+                    }
+                }
+                if delivered {
+                    tx.prepare_cached(
+                        "UPDATE destinations SET consecutive_failures = 0, circuit_reason = NULL WHERE id = ?1 AND (consecutive_failures > 0 OR circuit_reason IS NOT NULL)",
+                    )?
+                    .execute([&destination_id])?;
+                }
+                let mut in_a_row = 0;
+                if failures > 0 {
+                    tx.prepare_cached("UPDATE destinations SET consecutive_failures = consecutive_failures + ?1 WHERE id = ?2")?.execute(params![failures, destination_id])?;
+                    in_a_row = tx.prepare_cached("SELECT consecutive_failures FROM destinations WHERE id = ?1")?.query_row([&destination_id], |r| r.get(0))?;
+                }
+                if let Some(until) = pause_until {
+                    tx.prepare_cached("UPDATE destinations SET paused_until = ?1 WHERE id = ?2 AND (paused_until IS NULL OR paused_until < ?1)")?
+                        .execute(params![until, destination_id])?;
+                }
+                Ok(in_a_row)
+            })
+        })
+        .await
+}
+
+/// The router's position and the log's last seq.
+pub async fn position(direct: &Direct) -> anyhow::Result<(i64, Option<i64>)> {
+    direct
+        .run(|conn| {
+            let position = conn.prepare_cached("SELECT position FROM router_state WHERE name = 'events'")?.query_row([], |r| r.get(0))?;
+            let end = conn.prepare_cached("SELECT MAX(seq) FROM events")?.query_row([], |r| r.get(0))?;
+            Ok((position, end))
+        })
+        .await
+}
+
+/// The events in (after, upto] of the given sources, at most `limit`: seq, source, messageId and payload.
+pub async fn events_of(direct: &Direct, after: i64, upto: i64, sources: Vec<String>, limit: usize) -> anyhow::Result<Vec<(i64, String, String, String)>> {
+    direct
+        .run(move |conn| {
+            // One indexed range per source (events_source_seq), merged by seq.
+            let mut st = conn.prepare_cached("SELECT seq, message_id, payload FROM events WHERE source_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4")?;
+            let mut out = Vec::new();
+            for s in &sources {
+                let rows = st.query_map(params![s, after, upto, limit as i64], |r| Ok((r.get(0)?, s.clone(), r.get(1)?, r.get(2)?)))?;
+                for row in rows {
+                    out.push(row?);
+                }
+            }
+            out.sort_by_key(|e: &(i64, String, String, String)| e.0);
+            out.truncate(limit);
+            Ok(out)
+        })
+        .await
+}
+
+/// A delivery the router creates.
+pub struct NewRow {
+    pub destination_id: String,
+    pub seq: i64,
+    pub message_id: String,
+    pub lane: Option<String>,
+    pub reason: Option<String>,
+    /// For "only when traits changed": the user and the hash of the traits.
+    pub traits: Option<(String, String)>,
+}
+
+/// Moves the router's position from `from` to `to` (nothing happens when it is no longer at
+/// `from`) and inserts the deliveries; returns how many are pending, or None when not moved.
+pub async fn route(direct: &Direct, from: i64, to: i64, rows: Vec<NewRow>) -> anyhow::Result<Option<usize>> {
+    direct
+        .run(move |conn| {
+            let now = now_ms();
+            write(conn, |tx| {
+                let moved = tx.prepare_cached("UPDATE router_state SET position = ?1 WHERE name = 'events' AND position = ?2")?.execute(params![to, from])?;
+                if moved == 0 {
+                    return Ok(None);
+                }
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO deliveries (id, destination_id, event_seq, message_id, order_key, state, attempts, next_attempt_at, created_at, updated_at, reason) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7, ?7, ?8)",
+                )?;
+                let mut pending = 0;
+                for mut d in rows {
+                    if let Some((user, hash)) = &d.traits {
+                        d.reason = traits_unchanged(tx, &d.destination_id, user, hash)?;
+                    }
+                    let state = if d.reason.is_some() { "filtered" } else { "pending" };
+                    pending += usize::from(d.reason.is_none());
+                    insert.execute(params![new_id("dlv"), d.destination_id, d.seq, d.message_id, d.lane, state, now, d.reason])?;
+                }
+                Ok(Some(pending))
+            })
+        })
+        .await
+}
+
+fn traits_unchanged(tx: &rusqlite::Transaction, destination_id: &str, user: &str, hash: &str) -> rusqlite::Result<Option<String>> {
+    let last: Option<String> = tx
+        .prepare_cached("SELECT traits_hash FROM destination_traits WHERE destination_id = ?1 AND user_key = ?2")?
+        .query_row([destination_id, user], |r| r.get(0))
+        .optional()?;
+    if last.as_deref() == Some(hash) {
+        return Ok(Some(super::router::TRAITS_UNCHANGED.into()));
+    }
+    tx.prepare_cached(
+        "INSERT INTO destination_traits (destination_id, user_key, traits_hash) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (destination_id, user_key) DO UPDATE SET traits_hash = excluded.traits_hash",
+    )?
+    .execute([destination_id, user, hash])?;
+    Ok(None)
+}

@@ -1,0 +1,77 @@
+//! A second door to the SQLite file for the delivery engine's busiest queries (routing, claims,
+//! loading claimed events, results): one thread with its own connection and cached prepared
+//! statements. sqlx's SQLite driver runs each connection on its own thread and hands every
+//! statement and every row across (see `ingest/sqlite_writer.rs` for what that cost the event
+//! writer); here a whole claim or a whole result write is one hand-off.
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+type Task = Box<dyn FnOnce(&mut Connection) + Send>;
+
+#[derive(Clone)]
+pub struct Direct {
+    tasks: mpsc::Sender<Task>,
+}
+
+impl std::fmt::Debug for Direct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Direct")
+    }
+}
+
+fn connect(path: &Path, fsync: bool) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_millis(super::SQLITE_BUSY_TIMEOUT_MS))?;
+    conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+impl Direct {
+    /// Starts the thread; it ends when the last handle is dropped.
+    pub fn open(path: PathBuf, fsync: bool) -> Direct {
+        let (tasks, rx) = mpsc::channel::<Task>();
+        let spawned = std::thread::Builder::new().name("sqlite-queue".into()).spawn(move || {
+            let mut conn = None;
+            while let Ok(task) = rx.recv() {
+                if conn.is_none() {
+                    conn = connect(&path, fsync)
+                        .map_err(|e| tracing::error!(error = %e, path = %path.display(), "the delivery queue cannot open the database"))
+                        .ok();
+                }
+                // Without a connection the task is dropped, and its caller told so.
+                if let Some(c) = conn.as_mut() {
+                    task(c);
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the delivery queue's SQLite thread");
+        }
+        Direct { tasks }
+    }
+
+    /// Runs `f` on the connection's thread and returns what it returned.
+    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static) -> anyhow::Result<T> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tasks
+            .send(Box::new(move |c| {
+                let _ = reply.send(f(c));
+            }))
+            .map_err(|_| anyhow::anyhow!("the delivery queue's SQLite thread has stopped"))?;
+        Ok(answer.await.map_err(|_| anyhow::anyhow!("the delivery queue cannot open the database"))??)
+    }
+}
+
+/// A write transaction in this process's turn among SQLite writers (see `Store::write_turn`).
+pub fn write<T>(conn: &mut Connection, f: impl FnOnce(&Transaction) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let _turn = super::SQLITE_WRITERS.blocking_lock();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
+}
