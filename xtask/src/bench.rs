@@ -153,6 +153,10 @@ fn backends(report: &mut Vec<String>, pg_db: &str) -> Vec<(&'static str, Option<
     } else {
         report.push("postgres: skipped (cannot create a database with psql on 127.0.0.1)".into());
     }
+    // BENCH_BACKEND=sqlite (or postgres) runs only that one.
+    if let Ok(only) = std::env::var("BENCH_BACKEND") {
+        list.retain(|(name, _)| *name == only);
+    }
     list
 }
 

@@ -164,9 +164,9 @@ pub struct AttemptOut {
 
 /// Deliveries of a destination, newest first; `state` filters.
 pub async fn deliveries(store: &Store, destination_id: &str, state: Option<&str>, limit: i64) -> anyhow::Result<Vec<DeliveryOut>> {
-    let rows = sqlx::query(
-        "SELECT * FROM deliveries WHERE destination_id = $1 AND ($2 = '' OR state = $2) ORDER BY event_seq DESC, id DESC LIMIT $3",
-    )
+    // Dead letters are read through their own (partial) index, which needs the state written out.
+    let by_state = if state == Some("dead") { "state = 'dead' AND $2 = 'dead'" } else { "($2 = '' OR state = $2)" };
+    let rows = sqlx::query(&format!("SELECT * FROM deliveries WHERE destination_id = $1 AND {by_state} ORDER BY event_seq DESC, id DESC LIMIT $3"))
     .bind(destination_id)
     .bind(state.unwrap_or(""))
     .bind(limit)
