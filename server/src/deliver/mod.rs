@@ -25,8 +25,8 @@ const IDLE: Duration = Duration::from_millis(50);
 /// Jobs per claim, and claim loops per node: while one loop sends, another writes its results.
 /// (small claims keep latency low; after a full one, under a backlog, claims grow)
 const CLAIM: i64 = 64;
-const CLAIM_BACKLOG: i64 = 1024;
-const LOOPS: usize = 2;
+const CLAIM_BACKLOG: i64 = 512;
+const LOOPS: usize = 4;
 const CONCURRENCY: usize = 16;
 /// In-flight deliveries get this long to finish at shutdown; the rest are released.
 const DRAIN: Duration = Duration::from_secs(10);
