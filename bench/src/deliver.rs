@@ -132,7 +132,9 @@ pub async fn run(server: &str, token: &str, pid: u32, count: usize) {
                 "sustained ({mode}, single track calls, 64 in flight): ingest took {count} events at {:.0} events/s, all delivered at {single:.0} events/s",
                 count as f64 / ingested
             );
-            b.latency(single / 2.0).await;
+            // SWBENCH_LATENCY_RATE=N measures the latency at N events/s instead.
+            let rate = std::env::var("SWBENCH_LATENCY_RATE").ok().and_then(|r| r.parse().ok()).unwrap_or(single / 2.0);
+            b.latency(rate).await;
         }
     }
     b.note_rss();

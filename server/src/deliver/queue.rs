@@ -21,16 +21,21 @@ pub struct Job {
 /// Claims due deliveries: not paused, enabled destinations, and, in ordered lanes, only the
 /// oldest unfinished event of each user.
 pub async fn claim(store: &Store, limit: i64, lease_ms: i64) -> anyhow::Result<Vec<Job>> {
-    let lock = if store.backend() == Backend::Postgres { "FOR UPDATE OF d SKIP LOCKED" } else { "" };
+    // On PostgreSQL the ids go through an array, so the update finds its rows by primary key
+    // whatever the planner thinks of the queue's size (a semi-join could scan the whole table).
+    let (ids, close, lock) = match store.backend() {
+        Backend::Postgres => ("= ANY(ARRAY(", "))", "FOR UPDATE OF d SKIP LOCKED"),
+        Backend::Sqlite => ("IN (", ")", ""),
+    };
     let sql = format!(
-        "UPDATE deliveries SET state = 'in_flight', lease_until = $1, updated_at = $2 WHERE id IN (
+        "UPDATE deliveries SET state = 'in_flight', lease_until = $1, updated_at = $2 WHERE id {ids}
             SELECT d.id FROM deliveries d JOIN destinations x ON x.id = d.destination_id
             WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= $2 AND x.enabled = 1
               AND (x.paused_until IS NULL OR x.paused_until <= $2)
               AND (d.order_key IS NULL OR NOT EXISTS (
                   SELECT 1 FROM deliveries e WHERE e.destination_id = d.destination_id AND e.order_key = d.order_key
                     AND e.event_seq < d.event_seq AND e.state IN ('pending', 'retrying', 'in_flight')))
-            ORDER BY d.next_attempt_at, d.event_seq LIMIT $3 {lock})
+            ORDER BY d.next_attempt_at, d.event_seq LIMIT $3 {lock}{close}
          RETURNING id, destination_id, event_seq, message_id, attempts, created_at"
     );
     let mut jobs = match store.direct() {
@@ -45,6 +50,12 @@ async fn claim_pooled(store: &Store, sql: &str, limit: i64, lease_ms: i64) -> an
     let now = now_ms();
     let _turn = store.write_turn().await;
     let mut tx = store.begin().await?;
+    if store.backend() == Backend::Postgres {
+        // Walk the due index in order and stop at the limit: a bitmap scan (which the planner
+        // picks when its statistics lag behind a growing queue) reads every entry the index
+        // still holds for claimed and finished deliveries, 10 to 100 ms a claim under load.
+        sqlx::query("SET LOCAL enable_bitmapscan = off").execute(&mut *tx).await?;
+    }
     let rows = sqlx::query(sql).bind(now + lease_ms).bind(now).bind(limit).fetch_all(&mut *tx).await?;
     tx.commit().await?;
     rows.iter()
