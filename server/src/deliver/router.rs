@@ -33,11 +33,20 @@ pub struct Router {
     integrations: Integrations,
     /// The first missing seq and when it was first seen missing.
     gap: Option<(i64, Instant)>,
+    /// SQLite: how far the router has read events that no destination receives without saving
+    /// its position, when it last saved it, and the sources that had destinations then.
+    unsaved: Option<i64>,
+    saved_at: Instant,
+    receiving: Vec<String>,
 }
+
+/// A span of events nobody receives moves the saved position at most this often (each save is a
+/// commit in the write turn, which single-call ingest felt at 100 a second).
+const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 impl Router {
     pub fn new(store: Store, integrations: Integrations) -> Router {
-        Router { store, integrations, gap: None }
+        Router { store, integrations, gap: None, unsaved: None, saved_at: Instant::now(), receiving: Vec::new() }
     }
 
     async fn destinations(&self, conn: &mut sqlx::AnyConnection) -> anyhow::Result<HashMap<String, Vec<Dest>>> {
@@ -125,15 +134,27 @@ impl Router {
     /// On a SQLite file, through the queue's own connection. SQLite has one writer, so the log has
     /// no gaps to wait for: up to its end now, only the events of sources with destinations are
     /// read (through the (source, seq) index), so a flood of events nobody receives costs a few
-    /// queries, not a row each.
+    /// queries, not a row each; and how far it has read such events is saved about once a second
+    /// (at once when the set of sources with destinations changes, and with the next deliveries).
     async fn step_direct(&mut self, direct: &crate::store::direct::Direct) -> anyhow::Result<Routed> {
-        let (position, end) = sqlite_queue::position(direct).await?;
+        let (mut saved, end) = sqlite_queue::position(direct).await?;
+        let position = self.unsaved.filter(|u| *u > saved).unwrap_or(saved);
         let Some(end) = end.filter(|e| *e > position) else { return Ok(Routed::default()) };
         let dests = {
             let mut conn = self.store.pool().acquire().await?;
             self.destinations(&mut conn).await?
         };
-        let sources: Vec<String> = dests.keys().cloned().collect();
+        let mut sources: Vec<String> = dests.keys().cloned().collect();
+        sources.sort();
+        if sources != self.receiving {
+            // The events read so far were nobody's under the destinations of then: save that now,
+            // so that after a restart they are not read again for a new destination.
+            if position > saved && sqlite_queue::route(direct, saved, position, Vec::new()).await?.is_some() {
+                saved = position;
+            }
+            self.receiving = sources.clone();
+            self.unsaved = None;
+        }
         let found = if sources.is_empty() { Vec::new() } else { sqlite_queue::events_of(direct, position, end, sources, ROUTED).await? };
         let full = found.len() == ROUTED;
         let last = if full { found[ROUTED - 1].0 } else { end };
@@ -147,7 +168,13 @@ impl Router {
                 rows.push(sqlite_queue::NewRow { destination_id: d.id.clone(), seq, message_id: message_id.clone(), lane, reason, traits });
             }
         }
-        Ok(match sqlite_queue::route(direct, position, last, rows).await? {
+        if rows.is_empty() && self.saved_at.elapsed() < SAVE_EVERY {
+            self.unsaved = Some(last);
+            return Ok(Routed::default());
+        }
+        self.unsaved = None;
+        self.saved_at = Instant::now();
+        Ok(match sqlite_queue::route(direct, saved, last, rows).await? {
             Some(pending) => Routed { full, pending },
             None => Routed::default(),
         })

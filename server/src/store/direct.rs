@@ -27,6 +27,11 @@ fn connect(path: &Path, fsync: bool) -> rusqlite::Result<Connection> {
     conn.busy_timeout(Duration::from_millis(super::SQLITE_BUSY_TIMEOUT_MS))?;
     conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // The event writer's checkpointer keeps the WAL short; checkpointing from here after commits
+    // (SQLite's default at 1,000 pages) ran a checkpoint on most of this connection's commits,
+    // in the write turn, once the log had grown past that without being restarted. Only a log
+    // nobody else checkpoints (no event writer in this process) gets that far now.
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
 }

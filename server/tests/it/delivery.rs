@@ -202,3 +202,31 @@ async fn identify_only_when_traits_changed() {
     ids.sort();
     assert_eq!(ids, ["i1", "i3"]);
 }
+
+/// Events stored while a source had no destination are not sent to one created later (on SQLite the
+/// router reads past them without saving its position at once).
+async fn earlier_events_are_not_sent_to_a_new_destination(db: Db) {
+    let env = crate::env_or_skip!(db);
+    let server = env.start_with(&["--allow-private-destinations"]).await;
+    let rx = Receiver::start().await;
+    let token = env.token("a", "admin");
+    let c = server.client();
+    let src: Value = c.post(server.at("/api/sources")).bearer_auth(&token).json(&json!({"name": "web"})).send().await.unwrap().json().await.unwrap();
+    let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:", src["write_key"].as_str().unwrap())));
+    let track = |id: &'static str| {
+        c.post(server.at("/v1/track")).header("Authorization", &auth).json(&json!({"userId": "u1", "event": "Order Completed", "messageId": id})).send()
+    };
+    for id in ["before-1", "before-2", "before-3"] {
+        assert_eq!(track(id).await.unwrap().status(), 200);
+    }
+    // Long enough for the router to read them, shorter than the interval it saves at.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let body = json!({"name": "hook", "integration": "webhook", "enabled": true, "sources": ["web"], "settings": {"url": format!("{}/in", rx.url)}});
+    assert_eq!(c.post(server.at("/api/destinations")).bearer_auth(&token).json(&body).send().await.unwrap().status(), 201);
+    assert_eq!(track("after").await.unwrap().status(), 200);
+    assert_eq!(rx.wait_for(1, 10).await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ids: Vec<String> = rx.requests().iter().map(|r| r.headers["webhook-id"].to_str().unwrap().to_string()).collect();
+    assert_eq!(ids, ["after"]);
+}
+both!(earlier_events_are_not_sent_to_a_new_destination);
