@@ -53,8 +53,12 @@ fn checkpointer(path: std::path::PathBuf, stop: Arc<std::sync::atomic::AtomicBoo
     };
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(CHECKPOINT_EVERY);
+        // A checkpoint that could not run (another connection's was under way) answers -1, which
+        // must not read as "no checkpointer": the writer would start checkpointing after its
+        // commits for good.
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-            Ok(log) => frames.store(log, Ordering::Relaxed),
+            Ok(log) if log >= 0 => frames.store(log, Ordering::Relaxed),
+            Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "passive checkpoint"),
         }
     }
