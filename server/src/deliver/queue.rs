@@ -96,6 +96,9 @@ pub async fn load_events(store: &Store, jobs: &[Job]) -> anyhow::Result<HashMap<
 
 /// Jobs of a crashed or stopped worker come back when their lease ends.
 pub async fn release_expired(store: &Store) -> anyhow::Result<u64> {
+    // In the write turn: otherwise, holding SQLite's lock, it sends the event writer into the busy
+    // handler's sleeps.
+    let _turn = store.write_turn().await;
     let done = sqlx::query("UPDATE deliveries SET state = 'retrying', lease_until = NULL WHERE state = 'in_flight' AND lease_until < $1")
         .bind(now_ms())
         .execute(store.pool())

@@ -56,13 +56,35 @@ fn checkpointer(path: std::path::PathBuf, stop: Arc<std::sync::atomic::AtomicBoo
         // A checkpoint that could not run (another connection's was under way) answers -1, which
         // must not read as "no checkpointer": the writer would start checkpointing after its
         // commits for good.
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-            Ok(log) if log >= 0 => frames.store(log, Ordering::Relaxed),
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "passive checkpoint"),
+        let log = passive(&conn);
+        if let Some(log) = log {
+            frames.store(log, Ordering::Relaxed);
+        }
+        // Under steady writes the log is never rewound: the writer's next transaction starts
+        // before a checkpoint has copied all of it. Past REWIND_BYTES, a second checkpoint in the
+        // writers' turn copies the few frames committed meanwhile, so the next transaction
+        // starts the log over (instead of the writer's RESTART waiting for readers).
+        if log.is_some_and(|l| l * PAGE_BYTES > REWIND_BYTES) {
+            let _turn = crate::store::SQLITE_WRITERS.blocking_lock();
+            passive(&conn);
         }
     }
 }
+
+/// The log's length in frames after a passive checkpoint, or None when it could not run.
+fn passive(conn: &Connection) -> Option<i64> {
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+        Ok(log) if log >= 0 => Some(log),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "passive checkpoint");
+            None
+        }
+    }
+}
+
+/// See `checkpointer`.
+const REWIND_BYTES: i64 = 32 << 20;
 
 /// SQLite's default page size, to turn WAL frames into bytes.
 const PAGE_BYTES: i64 = 4096;
