@@ -68,6 +68,7 @@ struct FileConfig {
     durability: Option<String>,
     mode: Option<String>,
     delivery_lease_secs: Option<u64>,
+    queue_vacuum_rows: Option<u64>,
     alert_url: Option<String>,
     retry_schedule: Option<Vec<f64>>,
     retry_every_secs: Option<f64>,
@@ -130,6 +131,8 @@ pub struct Config {
     pub mode: Mode,
     /// How long a claimed delivery stays with its worker before another may take it.
     pub delivery_lease_secs: u64,
+    /// PostgreSQL: the delivery queue is vacuumed once it holds this many dead row versions.
+    pub queue_vacuum_rows: u64,
     /// Where alerts go (a webhook or Slack incoming-webhook URL).
     pub alert_url: Option<String>,
     /// The retry policy of every destination that does not set its own.
@@ -277,6 +280,7 @@ impl Config {
             alert_url,
             mode,
             delivery_lease_secs: number("delivery_lease_secs", file.delivery_lease_secs, 60, 1)?,
+            queue_vacuum_rows: number("queue_vacuum_rows", file.queue_vacuum_rows, 5000, 1)?,
             trusted_proxies,
             max_message_bytes: number("max_message_bytes", file.max_message_bytes, 32 * 1024, 1024)? as usize,
             max_request_bytes: number("max_request_bytes", file.max_request_bytes, 500 * 1024, 1024)? as usize,

@@ -8,6 +8,7 @@ pub mod ready;
 pub mod router;
 pub mod schedule;
 mod sqlite_queue;
+pub mod vacuum;
 pub mod worker;
 
 use crate::integrations::Integrations;

@@ -126,3 +126,44 @@ async fn sustained_failure_opens_the_breaker_alerts_and_recovers() {
     let d: serde_json::Value = w.server.client().get(w.server.at(&format!("/api/destinations/{}", w.dest))).bearer_auth(&w.token).send().await.unwrap().json().await.unwrap();
     assert!(d["circuit_reason"].is_null(), "the breaker closed: {d}");
 }
+
+/// How often the deliveries table was vacuumed by hand (not by autovacuum): the engine's own.
+async fn queue_vacuums(env: &crate::harness::TestEnv) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&env.database_url).await.unwrap();
+    sqlx::query_scalar("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'deliveries'").fetch_one(&mut conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_engine_vacuums_its_queue_on_postgres() {
+    let env = crate::env_or_skip!(Db::Postgres);
+    let mut cmd = env.cli();
+    cmd.env("SWITCHYARD_LOG", "info").env("SWITCHYARD_QUEUE_VACUUM_ROWS", "20").args(["serve", "--listen", "127.0.0.1:0", "--allow-private-destinations"]);
+    let rx = Receiver::start().await;
+    let w = world_on(&env, TestServer::spawn(cmd), rx.clone(), json!({})).await;
+    assert_eq!(queue_vacuums(&env).await, 0);
+    // Each delivery leaves dead row versions behind (claimed, then succeeded).
+    for i in 0..20 {
+        w.track(&format!("v{i}")).await;
+    }
+    rx.wait_for(20, 20).await;
+    let mut vacuums = 0;
+    for _ in 0..100 {
+        vacuums = queue_vacuums(&env).await;
+        if vacuums > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(vacuums > 0, "the queue was vacuumed once it held 20 dead rows");
+    // Below the threshold (the default, 5,000) it is left alone.
+    let env = crate::env_or_skip!(Db::Postgres);
+    let rx = Receiver::start().await;
+    let w = world_on(&env, env.start_with(&["--allow-private-destinations"]).await, rx.clone(), json!({})).await;
+    for i in 0..20 {
+        w.track(&format!("w{i}")).await;
+    }
+    rx.wait_for(20, 20).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(queue_vacuums(&env).await, 0, "20 deliveries leave fewer dead rows than the default threshold");
+}
