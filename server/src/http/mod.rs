@@ -251,10 +251,8 @@ pub async fn serve(
             }
         }
     });
-    if state.config.mode.delivers() {
-        tokio::spawn(crate::deliver::vacuum::run(store.clone(), state.config.queue_vacuum_rows, state.shutdown.clone()));
-    }
     let engine = state.config.mode.delivers().then(|| {
+        tokio::spawn(crate::deliver::vacuum::run(store.clone(), state.config.queue_vacuum_rows, state.shutdown.clone()));
         let lease = (state.config.delivery_lease_secs * 1000) as i64;
         crate::deliver::start(store.clone(), state.integrations.clone(), lease, state.config.retry.clone(), alerts, state.shutdown.clone())
     });
