@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Mutex};
 
-const DEDUPE: &str = "INSERT INTO event_dedupe (source_id, message_id, received_at) VALUES (?1, ?2, ?3) \
-    ON CONFLICT (source_id, message_id) DO UPDATE SET received_at = excluded.received_at WHERE event_dedupe.received_at < ?4";
+/// Deduplication looks the message up in the log (index `events_message`, migration 7): this
+/// writer is the only one, so nothing can come between the lookup and the insert.
+const SEEN: &str = "SELECT 1 FROM events WHERE source_id = ?1 AND message_id = ?2 AND received_at >= ?3";
 const EVENT: &str = "INSERT INTO events (source_id, message_id, type, user_id, anonymous_id, received_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 const REJECTION: &str = "INSERT INTO rejections (source_id, message_id, type, reason, received_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
@@ -91,17 +92,17 @@ const PAGE_BYTES: i64 = 4096;
 
 /// The two statements of an insert, prepared once per group.
 struct Inserts<'c> {
-    dedupe: rusqlite::CachedStatement<'c>,
+    seen: rusqlite::CachedStatement<'c>,
     event: rusqlite::CachedStatement<'c>,
 }
 
 impl<'c> Inserts<'c> {
     fn new(conn: &'c Connection) -> rusqlite::Result<Self> {
-        Ok(Inserts { dedupe: conn.prepare_cached(DEDUPE)?, event: conn.prepare_cached(EVENT)? })
+        Ok(Inserts { seen: conn.prepare_cached(SEEN)?, event: conn.prepare_cached(EVENT)? })
     }
 
     fn insert(&mut self, e: &NewEvent, cutoff: i64) -> rusqlite::Result<bool> {
-        let fresh = self.dedupe.execute(params![e.source_id, e.message_id, e.received_at, cutoff])? > 0;
+        let fresh = !self.seen.exists(params![e.source_id, e.message_id, cutoff])?;
         if fresh {
             self.event.execute(params![e.source_id, e.message_id, e.kind, e.user_id, e.anonymous_id, e.received_at, e.payload])?;
         }

@@ -59,6 +59,12 @@ pub struct RejectionOut {
     pub payload: Value,
 }
 
+/// SQLite keeps no `event_dedupe` table (migration 7): it has one writer, so deduplication looks
+/// the message up in the log. PostgreSQL's nodes write at once; its dedupe table settles races.
+fn dedupes_in_log(conn: &AnyConnection) -> bool {
+    conn.backend_name() == "SQLite"
+}
+
 /// Rows a multi-row statement carries at most (parameter limits: SQLite 32,766, PostgreSQL 65,535).
 const CHUNK: usize = 512;
 
@@ -80,6 +86,13 @@ fn chunks(rows: &[usize]) -> Vec<&[usize]> {
 /// the dedupe window, or earlier in `events`, is not stored. Returns, per event, whether it was.
 pub async fn insert_events(conn: &mut AnyConnection, events: &[&NewEvent], dedupe_cutoff: i64) -> Result<Vec<bool>> {
     use std::collections::HashSet;
+    if dedupes_in_log(conn) {
+        let mut stored = Vec::with_capacity(events.len());
+        for e in events {
+            stored.push(insert_event(conn, e, dedupe_cutoff).await?);
+        }
+        return Ok(stored);
+    }
     let mut stored = vec![false; events.len()];
     // First occurrence within this group wins; later ones are duplicates without asking.
     let mut seen = HashSet::with_capacity(events.len());
@@ -151,6 +164,25 @@ async fn insert_rows(conn: &mut AnyConnection, events: &[&NewEvent], new: &[usiz
 /// Inserts one event unless (source, messageId) was seen within the dedupe window.
 /// Returns whether it was stored.
 pub async fn insert_event(conn: &mut AnyConnection, e: &NewEvent, dedupe_cutoff: i64) -> Result<bool> {
+    if dedupes_in_log(conn) {
+        let stored = sqlx::query(
+            "INSERT INTO events (source_id, message_id, type, user_id, anonymous_id, received_at, payload) \
+             SELECT $1, $2, $3, $4, $5, $6, $7 \
+             WHERE NOT EXISTS (SELECT 1 FROM events WHERE source_id = $1 AND message_id = $2 AND received_at >= $8)",
+        )
+        .bind(&e.source_id)
+        .bind(&e.message_id)
+        .bind(e.kind)
+        .bind(&e.user_id)
+        .bind(&e.anonymous_id)
+        .bind(e.received_at)
+        .bind(&e.payload)
+        .bind(dedupe_cutoff)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        return Ok(stored > 0);
+    }
     let fresh = sqlx::query(
         "INSERT INTO event_dedupe (source_id, message_id, received_at) VALUES ($1, $2, $3) \
          ON CONFLICT (source_id, message_id) DO UPDATE SET received_at = excluded.received_at \
@@ -257,12 +289,26 @@ impl Store {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE source_id = $1").bind(source_id).fetch_one(&self.pool).await?)
     }
 
-    /// Deletes events and rejections received before `cutoff` and dedupe entries older than
-    /// `dedupe_cutoff`; returns the number of events deleted.
+    /// Deletes events and rejections received before `cutoff` and (PostgreSQL) dedupe entries
+    /// older than `dedupe_cutoff`; returns the number of events deleted.
+    ///
+    /// The log is cut by seq, before its first event received at or after `cutoff`: seqs follow
+    /// arrival (up to a commit's delay), and no index on `received_at` has to be kept up by every
+    /// insert. Finding that event walks the expired events, which are deleted anyway.
     pub async fn prune_events(&self, cutoff: i64, dedupe_cutoff: i64) -> Result<u64> {
-        let n = sqlx::query("DELETE FROM events WHERE received_at < $1").bind(cutoff).execute(&self.pool).await?.rows_affected();
+        let n = sqlx::query(
+            "DELETE FROM events WHERE seq < COALESCE(\
+               (SELECT seq FROM events WHERE received_at >= $1 ORDER BY seq LIMIT 1), \
+               (SELECT MAX(seq) + 1 FROM events))",
+        )
+        .bind(cutoff)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         sqlx::query("DELETE FROM rejections WHERE received_at < $1").bind(cutoff).execute(&self.pool).await?;
-        sqlx::query("DELETE FROM event_dedupe WHERE received_at < $1").bind(dedupe_cutoff).execute(&self.pool).await?;
+        if self.backend == super::Backend::Postgres {
+            sqlx::query("DELETE FROM event_dedupe WHERE received_at < $1").bind(dedupe_cutoff).execute(&self.pool).await?;
+        }
         Ok(n)
     }
 }
