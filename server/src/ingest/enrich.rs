@@ -19,21 +19,33 @@ fn ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// `2026-01-31T12:00:00.000Z`: UTC, always three digits of milliseconds.
+/// `2026-01-31T12:00:00.000Z`: UTC, always three digits of milliseconds. Three per event, so the
+/// digits are written in place rather than through `format!` (2.5% of a single-call profile).
 pub fn format_ms(ms: i64) -> String {
     let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000) else {
         return String::new();
     };
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        return format!("{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second(), t.millisecond());
+    }
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let fields = [
+        (0, 4, year as u32),
+        (5, 2, u8::from(t.month()) as u32),
+        (8, 2, t.day() as u32),
+        (11, 2, t.hour() as u32),
+        (14, 2, t.minute() as u32),
+        (17, 2, t.second() as u32),
+        (20, 3, t.millisecond() as u32),
+    ];
+    for (at, width, mut value) in fields {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
 pub fn new_message_id() -> String {
@@ -124,5 +136,18 @@ mod tests {
         let m = enriched(json!({"userId": "u"}), "2026-01-01T12:00:00Z");
         assert_eq!(m["timestamp"], m["receivedAt"]);
         assert!(m.get("originalTimestamp").is_none());
+    }
+
+    #[test]
+    fn formats_every_field_with_its_width() {
+        for (text, ms_value) in [
+            ("1970-01-01T00:00:00.000Z", 0),
+            ("2026-11-26T09:05:07.042Z", ms(parse_time("2026-11-26T09:05:07.042Z").unwrap())),
+            ("0999-12-31T23:59:59.999Z", ms(parse_time("0999-12-31T23:59:59.999Z").unwrap())),
+        ] {
+            assert_eq!(format_ms(ms_value), text);
+        }
+        // Before year 0 the slow path writes the sign.
+        assert!(format_ms(-62_198_755_200_000).starts_with("-00"), "{}", format_ms(-62_198_755_200_000));
     }
 }
