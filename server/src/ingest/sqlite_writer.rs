@@ -28,9 +28,6 @@ fn connect(path: &Path, fsync: bool) -> rusqlite::Result<Connection> {
     // Checkpoints run on their own thread (`checkpointer`), not in the middle of a commit that
     // requests are waiting for.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    // Deduplication reads the events_message index at random places: keep more of it at hand
-    // than the default 2 MB (pages are allocated as they are used).
-    conn.pragma_update(None, "cache_size", -16384)?;
     conn.set_prepared_statement_cache_capacity(8);
     Ok(conn)
 }
