@@ -153,8 +153,7 @@ async fn insert_rows(conn: &mut AnyConnection, events: &[&NewEvent], new: &[usiz
         }
         let mut q = sqlx::query(&sql);
         for &i in new {
-            let e = events[i];
-            q = q.bind(&e.source_id).bind(&e.message_id).bind(e.kind).bind(&e.user_id).bind(&e.anonymous_id).bind(e.received_at).bind(&e.payload);
+            q = bind_event(q, events[i]);
         }
         q.execute(&mut *conn).await?;
     }
@@ -165,22 +164,12 @@ async fn insert_rows(conn: &mut AnyConnection, events: &[&NewEvent], new: &[usiz
 /// Returns whether it was stored.
 pub async fn insert_event(conn: &mut AnyConnection, e: &NewEvent, dedupe_cutoff: i64) -> Result<bool> {
     if dedupes_in_log(conn) {
-        let stored = sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO events (source_id, message_id, type, user_id, anonymous_id, received_at, payload) \
              SELECT $1, $2, $3, $4, $5, $6, $7 \
              WHERE NOT EXISTS (SELECT 1 FROM events WHERE source_id = $1 AND message_id = $2 AND received_at >= $8)",
-        )
-        .bind(&e.source_id)
-        .bind(&e.message_id)
-        .bind(e.kind)
-        .bind(&e.user_id)
-        .bind(&e.anonymous_id)
-        .bind(e.received_at)
-        .bind(&e.payload)
-        .bind(dedupe_cutoff)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        );
+        let stored = bind_event(insert, e).bind(dedupe_cutoff).execute(&mut *conn).await?.rows_affected();
         return Ok(stored > 0);
     }
     let fresh = sqlx::query(
@@ -197,21 +186,20 @@ pub async fn insert_event(conn: &mut AnyConnection, e: &NewEvent, dedupe_cutoff:
     .rows_affected()
         > 0;
     if fresh {
-        sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO events (source_id, message_id, type, user_id, anonymous_id, received_at, payload) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&e.source_id)
-        .bind(&e.message_id)
-        .bind(e.kind)
-        .bind(&e.user_id)
-        .bind(&e.anonymous_id)
-        .bind(e.received_at)
-        .bind(&e.payload)
-        .execute(&mut *conn)
-        .await?;
+        );
+        bind_event(insert, e).execute(&mut *conn).await?;
     }
     Ok(fresh)
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds an event's seven columns, in the order of the `events` inserts.
+fn bind_event<'q>(q: AnyQuery<'q>, e: &'q NewEvent) -> AnyQuery<'q> {
+    q.bind(&e.source_id).bind(&e.message_id).bind(e.kind).bind(&e.user_id).bind(&e.anonymous_id).bind(e.received_at).bind(&e.payload)
 }
 
 pub async fn insert_rejection(conn: &mut AnyConnection, r: &NewRejection) -> Result<()> {
