@@ -15,4 +15,5 @@ mod cli;
 mod ingest;
 mod live;
 mod ops;
+mod retention;
 mod workspace;
