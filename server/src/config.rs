@@ -131,7 +131,8 @@ pub struct Config {
     pub mode: Mode,
     /// How long a claimed delivery stays with its worker before another may take it.
     pub delivery_lease_secs: u64,
-    /// PostgreSQL: the delivery queue is vacuumed once it holds this many dead row versions.
+    /// PostgreSQL: the delivery queue is vacuumed once it holds this many dead row versions,
+    /// plus a twentieth of its live rows.
     pub queue_vacuum_rows: u64,
     /// Where alerts go (a webhook or Slack incoming-webhook URL).
     pub alert_url: Option<String>,

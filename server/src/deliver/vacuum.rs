@@ -15,7 +15,8 @@ use tokio::sync::watch;
 const EVERY: Duration = Duration::from_secs(2);
 
 /// Until shutdown: every `EVERY`, vacuums (and analyzes) the deliveries table when it holds at
-/// least `dead_rows` dead row versions. Does nothing on SQLite, which reuses freed pages itself.
+/// least `dead_rows` dead row versions plus its `LIVE_SHARE`. Does nothing on SQLite, which
+/// reuses freed pages itself.
 pub async fn run(store: Store, dead_rows: u64, mut shutdown: watch::Receiver<bool>) {
     if store.backend() != Backend::Postgres {
         return;
