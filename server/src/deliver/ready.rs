@@ -17,6 +17,8 @@ pub struct Ready {
     pub secrets: Vec<String>,
     /// How long a partial batch may wait for more events (ms).
     pub batch_wait_ms: i64,
+    /// The destination's `delivery` options, parsed once per configuration.
+    pub patch: PolicyPatch,
 }
 
 impl Ready {
@@ -47,6 +49,7 @@ impl Cache {
             prepared: Prepared::new(m, &row.actions).map(|p| p.with_batch_size(m, patch.batch_size)).map_err(|e| format!("misconfigured: {e}")),
             batch_wait_ms: patch.batch_wait_ms.or(m.capabilities.batching.as_ref().map(|b| b.max_wait_ms)).unwrap_or(0) as i64,
             secrets,
+            patch,
         });
         self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(row.id.clone(), (stamp, ready.clone()));
         Ok(ready)

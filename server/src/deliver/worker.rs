@@ -76,13 +76,16 @@ impl Worker {
         let Some(row) = crate::store::destination(&mut conn, &first.destination_id).await? else { return Ok(()) };
         drop(conn);
         let events = queue::load_events(&self.store, &jobs).await?;
-        let patch = serde_json::from_value::<PolicyPatch>(row.delivery.clone()).unwrap_or_default();
-        let policy = patch.apply(&self.base_policy);
         let loaded = self.integrations.catalog.get(&row.integration).cloned();
         let ready = match &loaded {
             Some(l) => Some(self.ready.get(&self.integrations, &row, l)?),
             None => None,
         };
+        let patch = match &ready {
+            Some(r) => r.patch.clone(),
+            None => serde_json::from_value::<PolicyPatch>(row.delivery.clone()).unwrap_or_default(),
+        };
+        let policy = patch.apply(&self.base_policy);
         let size = ready.as_ref().map_or(1, |r| r.batch_size());
         if let Some(r) = ready.as_ref().filter(|r| r.batch_size() > 1 && jobs.len() < r.batch_size() && r.batch_wait_ms > 0) {
             // A partial batch waits for more events until the end of the time window its oldest
