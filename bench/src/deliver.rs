@@ -92,7 +92,13 @@ pub async fn run(server: &str, token: &str, pid: u32, count: usize) {
     let id = field(&text, "id").expect("destination id").to_string();
     let b = Bench { c: c.clone(), server: server.to_string(), auth: format!("Basic {}", b64(&format!("{key}:"))), seen: seen.clone(), pid, count, peak_rss: Mutex::new(0.0) };
     let mut sustained_off = 0.0;
-    for (mode, delivery) in [("batching off", r#"{"schedule":[0.5]}"#), ("batching on, 100 per request", r#"{"schedule":[0.5],"batch_size":100,"batch_wait_ms":50}"#)] {
+    let mut modes = vec![("batching off", r#"{"schedule":[0.5]}"#), ("batching on, 100 per request", r#"{"schedule":[0.5],"batch_size":100,"batch_wait_ms":50}"#)];
+    // SWBENCH_BATCHED_ONLY=1 runs only the batched phases (for comparing changes quickly).
+    if std::env::var("SWBENCH_BATCHED_ONLY").is_ok_and(|v| v == "1") {
+        modes.remove(0);
+        sustained_off = -1.0;
+    }
+    for (mode, delivery) in modes {
         let r = api(reqwest::Method::PATCH, &format!("/api/destinations/{id}"), format!(r#"{{"delivery":{delivery}}}"#)).await.unwrap();
         assert!(r.status().is_success(), "set delivery options: {}", r.text().await.unwrap());
         let tag = if sustained_off == 0.0 { "a" } else { "b" };

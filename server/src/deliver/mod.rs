@@ -90,8 +90,8 @@ pub fn start(
     })
 }
 
-/// Claims due deliveries and runs them, until shutdown; `sweeper` also brings back expired leases
-/// and samples the queue depth.
+/// Claims due deliveries and runs them, until shutdown; `sweeper` also samples the queue depth
+/// (expired leases need no sweep: the claim takes them).
 async fn claim_loop(
     sweeper: bool,
     worker: Arc<worker::Worker>,
@@ -108,9 +108,6 @@ async fn claim_loop(
         }
         if sweeper && last_sweep.elapsed() >= Duration::from_secs(1) {
             last_sweep = std::time::Instant::now();
-            if let Err(e) = queue::release_expired(&store).await {
-                tracing::warn!(error = %e, "cannot release expired leases");
-            }
             if let Ok((depth, oldest)) = queue::depth(&store).await {
                 metrics::gauge!("switchyard_queue_depth").set(depth as f64);
                 metrics::gauge!("switchyard_queue_oldest_age_seconds").set(oldest as f64 / 1000.0);

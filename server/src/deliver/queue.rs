@@ -20,6 +20,16 @@ pub struct Job {
 
 /// Claims due deliveries: not paused, enabled destinations, and, in ordered lanes, only the
 /// oldest unfinished event of each user.
+///
+/// A claim only sets the lease: the delivery stays pending (or retrying) and is "in flight" while
+/// its lease runs, so a crashed worker's jobs come back when the lease ends, without a sweep. The
+/// claim changes no indexed column, which lets PostgreSQL update the row in place (a HOT update:
+/// no new index entries), and SQLite leave every index alone.
+///
+/// Each destination is claimed from through its own part of the due index (oldest due first),
+/// the destinations taken in turn from a rotating start until the claim is full: a paused
+/// destination's backlog is never walked, and one destination's backlog does not hold back the
+/// others.
 pub async fn claim(store: &Store, limit: i64, lease_ms: i64) -> anyhow::Result<Vec<Job>> {
     // On PostgreSQL the ids go through an array, so the update finds its rows by primary key
     // whatever the planner thinks of the queue's size (a semi-join could scan the whole table).
@@ -28,35 +38,65 @@ pub async fn claim(store: &Store, limit: i64, lease_ms: i64) -> anyhow::Result<V
         Backend::Sqlite => ("IN (", ")", ""),
     };
     let sql = format!(
-        "UPDATE deliveries SET state = 'in_flight', lease_until = $1, updated_at = $2 WHERE id {ids}
+        "UPDATE deliveries SET lease_until = $1, updated_at = $2 WHERE id {ids}
             SELECT d.id FROM deliveries d JOIN destinations x ON x.id = d.destination_id
-            WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= $2 AND x.enabled = 1
+            WHERE d.destination_id = $4 AND d.state IN ('pending', 'retrying') AND d.next_attempt_at <= $2
+              AND (d.lease_until IS NULL OR d.lease_until <= $2)
+              AND x.enabled = 1
               AND (x.paused_until IS NULL OR x.paused_until <= $2)
               AND (d.order_key IS NULL OR NOT EXISTS (
                   SELECT 1 FROM deliveries e WHERE e.destination_id = d.destination_id AND e.order_key = d.order_key
-                    AND e.event_seq < d.event_seq AND e.state IN ('pending', 'retrying', 'in_flight')))
+                    AND e.event_seq < d.event_seq AND e.state IN ('pending', 'retrying')))
             ORDER BY d.next_attempt_at, d.event_seq LIMIT $3 {lock}{close}
          RETURNING id, destination_id, event_seq, message_id, attempts, created_at"
     );
+    static TURN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let turn = TURN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut jobs = match store.direct() {
-        Some(direct) => super::sqlite_queue::claim(direct, &sql, limit, lease_ms).await?,
-        None => claim_pooled(store, &sql, limit, lease_ms).await?,
+        Some(direct) => super::sqlite_queue::claim(direct, &sql, CLAIMABLE, turn, limit, lease_ms).await?,
+        None => claim_pooled(store, &sql, turn, limit, lease_ms).await?,
     };
     jobs.sort_by_key(|j| j.event_seq);
     Ok(jobs)
 }
 
-async fn claim_pooled(store: &Store, sql: &str, limit: i64, lease_ms: i64) -> anyhow::Result<Vec<Job>> {
+/// The destinations a claim may take from (`$1`: now).
+pub(super) const CLAIMABLE: &str = "SELECT id FROM destinations WHERE enabled = 1 AND (paused_until IS NULL OR paused_until <= $1) ORDER BY id";
+
+/// The order in which a claim visits `n` destinations, starting at `turn`.
+pub(super) fn rotation(n: usize, turn: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |i| (turn + i) % n.max(1))
+}
+
+/// PostgreSQL plans the queue's statements from statistics that lag behind a table growing from
+/// empty: a plan made while `deliveries` was small, kept by a prepared statement, scanned the whole
+/// table for each of a claim's ids (a third of the database's time while draining a backlog).
+/// These settings, for the transaction only, keep the statements on their indexes.
+async fn on_indexes(store: &Store, tx: &mut sqlx::Transaction<'_, sqlx::Any>, settings: &str) -> anyhow::Result<()> {
+    if store.backend() == Backend::Postgres {
+        use sqlx::Executor as _;
+        (&mut **tx).execute(settings).await?;
+    }
+    Ok(())
+}
+
+async fn claim_pooled(store: &Store, sql: &str, turn: usize, limit: i64, lease_ms: i64) -> anyhow::Result<Vec<Job>> {
     let now = now_ms();
     let _turn = store.write_turn().await;
     let mut tx = store.begin().await?;
-    if store.backend() == Backend::Postgres {
-        // Walk the due index in order and stop at the limit: a bitmap scan (which the planner
-        // picks when its statistics lag behind a growing queue) reads every entry the index
-        // still holds for claimed and finished deliveries, 10 to 100 ms a claim under load.
-        sqlx::query("SET LOCAL enable_bitmapscan = off").execute(&mut *tx).await?;
+    // Walk the due index in order and stop at the limit: a bitmap scan (which the planner picks
+    // when its statistics lag behind a growing queue) reads every entry the index still holds for
+    // claimed and finished deliveries, 10 to 100 ms a claim under load.
+    on_indexes(store, &mut tx, "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off").await?;
+    let destinations: Vec<String> = sqlx::query_scalar(CLAIMABLE).bind(now).fetch_all(&mut *tx).await?;
+    let mut rows = Vec::new();
+    for i in rotation(destinations.len(), turn) {
+        let left = limit - rows.len() as i64;
+        if left <= 0 {
+            break;
+        }
+        rows.extend(sqlx::query(sql).bind(now + lease_ms).bind(now).bind(left).bind(&destinations[i]).fetch_all(&mut *tx).await?);
     }
-    let rows = sqlx::query(sql).bind(now + lease_ms).bind(now).bind(limit).fetch_all(&mut *tx).await?;
     tx.commit().await?;
     rows.iter()
         .map(|r| {
@@ -94,22 +134,10 @@ pub async fn load_events(store: &Store, jobs: &[Job]) -> anyhow::Result<HashMap<
     Ok(events)
 }
 
-/// Jobs of a crashed or stopped worker come back when their lease ends.
-pub async fn release_expired(store: &Store) -> anyhow::Result<u64> {
-    // In the write turn: otherwise, holding SQLite's lock, it sends the event writer into the busy
-    // handler's sleeps.
-    let _turn = store.write_turn().await;
-    let done = sqlx::query("UPDATE deliveries SET state = 'retrying', lease_until = NULL WHERE state = 'in_flight' AND lease_until < $1")
-        .bind(now_ms())
-        .execute(store.pool())
-        .await?;
-    Ok(done.rows_affected())
-}
-
 /// Gives claimed jobs back at once (shutdown).
 pub async fn release(store: &Store, ids: &[String]) -> anyhow::Result<()> {
     for id in ids {
-        sqlx::query("UPDATE deliveries SET state = 'retrying', lease_until = NULL WHERE id = $1 AND state = 'in_flight'")
+        sqlx::query("UPDATE deliveries SET lease_until = NULL WHERE id = $1 AND state IN ('pending', 'retrying')")
             .bind(id)
             .execute(store.pool())
             .await?;
@@ -176,14 +204,20 @@ pub struct AttemptOut {
     pub response: String,
 }
 
-/// Deliveries of a destination, newest first; `state` filters.
+/// Deliveries of a destination, newest first; `state` filters. A pending or retrying delivery
+/// whose lease runs is shown (and filtered) as `in_flight`.
 pub async fn deliveries(store: &Store, destination_id: &str, state: Option<&str>, limit: i64) -> anyhow::Result<Vec<DeliveryOut>> {
+    let shown = "CASE WHEN state IN ('pending', 'retrying') AND lease_until > $4 THEN 'in_flight' ELSE state END";
     // Dead letters are read through their own (partial) index, which needs the state written out.
-    let by_state = if state == Some("dead") { "state = 'dead' AND $2 = 'dead'" } else { "($2 = '' OR state = $2)" };
-    let rows = sqlx::query(&format!("SELECT * FROM deliveries WHERE destination_id = $1 AND {by_state} ORDER BY event_seq DESC, id DESC LIMIT $3"))
+    let by_state = if state == Some("dead") { "state = 'dead' AND $2 = 'dead'".to_string() } else { format!("($2 = '' OR {shown} = $2)") };
+    let rows = sqlx::query(&format!(
+        "SELECT id, message_id, {shown} AS state, attempts, next_attempt_at, created_at, updated_at, reason FROM deliveries \
+         WHERE destination_id = $1 AND {by_state} ORDER BY event_seq DESC, id DESC LIMIT $3"
+    ))
     .bind(destination_id)
     .bind(state.unwrap_or(""))
     .bind(limit)
+    .bind(now_ms())
     .fetch_all(store.pool())
     .await?;
     rows.iter()
@@ -305,17 +339,12 @@ pub async fn discard(store: &Store, destination_id: &str, ids: Option<&[String]>
     })
 }
 
-/// Pending, retrying and in-flight deliveries, and the age of the oldest of them (ms); counted
-/// through the two partial indexes.
+/// Pending, retrying and in-flight deliveries (in flight ones are pending or retrying with a
+/// lease), and the age of the oldest of them (ms); counted through the ready index.
 pub async fn depth(store: &Store) -> anyhow::Result<(i64, i64)> {
-    let (mut n, mut oldest) = (0, None::<i64>);
-    for states in ["state IN ('pending', 'retrying')", "state = 'in_flight'"] {
-        let row = sqlx::query(&format!("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries WHERE {states}")).fetch_one(store.pool()).await?;
-        n += row.try_get::<i64, _>("n").unwrap_or(0);
-        if let Some(o) = row.try_get::<Option<i64>, _>("oldest").ok().flatten() {
-            oldest = Some(oldest.map_or(o, |x| x.min(o)));
-        }
-    }
+    let row = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries WHERE state IN ('pending', 'retrying')").fetch_one(store.pool()).await?;
+    let n = row.try_get::<i64, _>("n").unwrap_or(0);
+    let oldest = row.try_get::<Option<i64>, _>("oldest").ok().flatten();
     Ok((n, oldest.map_or(0, |o| now_ms() - o)))
 }
 
@@ -358,6 +387,7 @@ pub async fn write_results(store: &Store, destination_id: &str, results: Vec<Wri
     let now = now_ms();
     let _turn = store.write_turn().await;
     let mut tx = store.begin().await?;
+    on_indexes(store, &mut tx, "SET LOCAL enable_seqscan = off").await?;
     // Attempts in multi-row inserts; succeeded deliveries in one update; the rest one by one.
     let rows: Vec<(&Written, &AttemptRec)> = results.iter().flat_map(|w| w.attempts.iter().map(move |a| (w, a))).collect();
     for part in rows.chunks(25) {

@@ -13,24 +13,36 @@ fn numbered(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
-pub async fn claim(direct: &Direct, sql: &str, limit: i64, lease_ms: i64) -> anyhow::Result<Vec<Job>> {
-    let sql = numbered(sql);
+/// See `queue::claim`: the claimable destinations, then each one's claim, in one transaction.
+pub async fn claim(direct: &Direct, sql: &str, claimable: &str, turn: usize, limit: i64, lease_ms: i64) -> anyhow::Result<Vec<Job>> {
+    let (sql, claimable) = (numbered(sql), numbered(claimable));
     direct
         .run(move |conn| {
             let now = now_ms();
             write(conn, |tx| {
+                let destinations: Vec<String> = tx.prepare_cached(&claimable)?.query_map([now], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
                 let mut st = tx.prepare_cached(&sql)?;
-                let rows = st.query_map(params![now + lease_ms, now, limit], |r| {
-                    Ok(Job {
-                        id: r.get("id")?,
-                        destination_id: r.get("destination_id")?,
-                        event_seq: r.get("event_seq")?,
-                        message_id: r.get("message_id")?,
-                        attempts: r.get("attempts")?,
-                        created_at: r.get("created_at")?,
-                    })
-                })?;
-                rows.collect()
+                let mut jobs = Vec::new();
+                for i in super::queue::rotation(destinations.len(), turn) {
+                    let left = limit - jobs.len() as i64;
+                    if left <= 0 {
+                        break;
+                    }
+                    let rows = st.query_map(params![now + lease_ms, now, left, destinations[i]], |r| {
+                        Ok(Job {
+                            id: r.get("id")?,
+                            destination_id: r.get("destination_id")?,
+                            event_seq: r.get("event_seq")?,
+                            message_id: r.get("message_id")?,
+                            attempts: r.get("attempts")?,
+                            created_at: r.get("created_at")?,
+                        })
+                    })?;
+                    for job in rows {
+                        jobs.push(job?);
+                    }
+                }
+                Ok(jobs)
             })
         })
         .await

@@ -109,6 +109,25 @@ async fn retries_then_succeeds(db: Db) {
 }
 both!(retries_then_succeeds);
 
+/// A claim only sets a lease: while the receiver holds the request, the delivery is listed (and
+/// filtered) as in flight, then as succeeded, with one attempt.
+async fn a_claimed_delivery_is_in_flight_until_it_ends(db: Db) {
+    let env = crate::env_or_skip!(db);
+    let w = world(&env, json!({"schedule": [0.2]})).await;
+    w.rx.delay_ms.store(1500, std::sync::atomic::Ordering::SeqCst);
+    w.track("m-slow").await;
+    let d = w.state_of("m-slow", "in_flight").await;
+    assert_eq!(d["attempts"], 0, "{d}");
+    let listed = w.get("/deliveries?state=in_flight").await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(w.get("/deliveries?state=pending").await["items"].as_array().unwrap().len(), 0);
+    let d = w.state_of("m-slow", "succeeded").await;
+    assert_eq!(d["attempts"], 1);
+    assert_eq!(w.rx.requests().len(), 1, "delivered once");
+    assert_eq!(w.get("/deliveries?state=in_flight").await["items"].as_array().unwrap().len(), 0);
+}
+both!(a_claimed_delivery_is_in_flight_until_it_ends);
+
 #[tokio::test]
 async fn retry_after_pauses_the_destination() {
     let env = crate::env_or_skip!(Db::Sqlite);
