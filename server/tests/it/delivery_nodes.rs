@@ -138,11 +138,13 @@ async fn queue_vacuums(env: &crate::harness::TestEnv) -> i64 {
 async fn the_engine_vacuums_its_queue_on_postgres() {
     let env = crate::env_or_skip!(Db::Postgres);
     let mut cmd = env.cli();
-    cmd.env("SWITCHYARD_LOG", "info").env("SWITCHYARD_QUEUE_VACUUM_ROWS", "20").args(["serve", "--listen", "127.0.0.1:0", "--allow-private-destinations"]);
+    cmd.env("SWITCHYARD_LOG", "info").env("SWITCHYARD_QUEUE_VACUUM_ROWS", "2").args(["serve", "--listen", "127.0.0.1:0", "--allow-private-destinations"]);
     let rx = Receiver::start().await;
     let w = world_on(&env, TestServer::spawn(cmd), rx.clone(), json!({})).await;
     assert_eq!(queue_vacuums(&env).await, 0);
-    // Each delivery leaves dead row versions behind (claimed, then succeeded).
+    // Each delivery leaves dead row versions behind (claimed, then succeeded). PostgreSQL prunes
+    // some of them as it goes (claims update in place), which lowers the dead-row count the engine
+    // reads: the threshold here is low enough that what is left crosses it.
     for i in 0..20 {
         w.track(&format!("v{i}")).await;
     }
@@ -155,7 +157,7 @@ async fn the_engine_vacuums_its_queue_on_postgres() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(vacuums > 0, "the queue was vacuumed once it held 20 dead rows");
+    assert!(vacuums > 0, "the queue was vacuumed once it held more dead rows than the threshold");
     // Below the threshold (the default, 5,000) it is left alone.
     let env = crate::env_or_skip!(Db::Postgres);
     let rx = Receiver::start().await;
