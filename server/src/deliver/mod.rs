@@ -90,24 +90,24 @@ pub fn start(
     })
 }
 
-/// Claims due deliveries and runs them, until shutdown; `sweeper` also samples the queue depth
+/// Claims due deliveries and runs them, until shutdown; `samples_depth` also samples the queue depth
 /// (expired leases need no sweep: the claim takes them).
 async fn claim_loop(
-    sweeper: bool,
+    samples_depth: bool,
     worker: Arc<worker::Worker>,
     store: Store,
     lease_ms: i64,
     routed: Arc<tokio::sync::Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut last_sweep = std::time::Instant::now() - Duration::from_secs(60);
+    let mut last_sample = std::time::Instant::now() - Duration::from_secs(60);
     let mut limit = CLAIM;
     loop {
         if *shutdown.borrow() {
             break;
         }
-        if sweeper && last_sweep.elapsed() >= Duration::from_secs(1) {
-            last_sweep = std::time::Instant::now();
+        if samples_depth && last_sample.elapsed() >= Duration::from_secs(1) {
+            last_sample = std::time::Instant::now();
             if let Ok((depth, oldest)) = queue::depth(&store).await {
                 metrics::gauge!("switchyard_queue_depth").set(depth as f64);
                 metrics::gauge!("switchyard_queue_oldest_age_seconds").set(oldest as f64 / 1000.0);
