@@ -69,3 +69,22 @@ async fn unknown_routes_get_404_and_api_ones_a_problem() {
     assert_eq!(p["type"], "https://switchyard.dev/problems/not-found");
     assert_eq!(c.get(server.at("/definitely/not")).send().await.unwrap().status(), 404);
 }
+
+/// Every pooled PostgreSQL session runs without JIT and hands the data pages it writes to the
+/// disk at once (see `store::POSTGRES_SESSION`): both settings are read back from the pool's
+/// sessions, several at once so more than one connection is checked.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_sessions_have_the_stores_settings() {
+    let Some(env) = crate::harness::TestEnv::new(Db::Postgres).await else { return };
+    let store = server::store::Store::open(&env.database_url).await.unwrap();
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        let mut conn = store.pool().acquire().await.unwrap();
+        let jit: String = sqlx::query_scalar("SELECT current_setting('jit')").fetch_one(&mut *conn).await.unwrap();
+        let flush: String = sqlx::query_scalar("SELECT current_setting('backend_flush_after')").fetch_one(&mut *conn).await.unwrap();
+        assert_eq!((jit.as_str(), flush.as_str()), ("off", "256kB"));
+        conns.push(conn);
+    }
+    drop(conns);
+    store.close().await;
+}
