@@ -106,6 +106,14 @@ impl Condition {
         &self.src
     }
 
+    /// `Some` when the condition is `true` or `false` whatever the context.
+    pub fn constant(&self) -> Option<bool> {
+        match self.compiled {
+            Compiled::Constant(b) => Some(b),
+            Compiled::Expr(_) => None,
+        }
+    }
+
     /// True when the condition holds; an evaluation error counts as false and is returned.
     pub fn holds(&self, ctx: &Ctx) -> Result<bool, String> {
         match &self.compiled {

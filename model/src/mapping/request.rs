@@ -96,20 +96,25 @@ impl Prepared {
     /// `batch_size`. Events no action subscribes to produce nothing.
     pub fn build(&self, settings: &Map<String, Value>, events: &[Value]) -> Vec<Built> {
         let mut out = Vec::new();
-        // Subscriptions see the event and, under `settings`, the destination's settings.
-        let with_settings: Vec<Value> = events
-            .iter()
-            .map(|ev| {
-                let mut o = ev.as_object().cloned().unwrap_or_default();
+        // Subscriptions see the event and, under `settings`, the destination's settings: made
+        // only for a condition that is not a constant (a copy of the event each).
+        let with_settings: Vec<std::cell::OnceCell<Value>> = events.iter().map(|_| Default::default()).collect();
+        let with_settings = |i: usize| {
+            with_settings[i].get_or_init(|| {
+                let mut o = events[i].as_object().cloned().unwrap_or_default();
                 o.insert("settings".into(), Value::Object(settings.clone()));
                 Value::Object(o)
             })
-            .collect();
+        };
         for a in &self.actions {
             let mut batch: Vec<(usize, Value)> = Vec::new();
             for (i, ev) in events.iter().enumerate() {
                 let ctx = Ctx::new(ev);
-                match a.subscribe.holds(&Ctx::new(&with_settings[i])) {
+                let holds = match a.subscribe.constant() {
+                    Some(b) => Ok(b),
+                    None => a.subscribe.holds(&Ctx::new(with_settings(i))),
+                };
+                match holds {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(e) => {
@@ -122,15 +127,22 @@ impl Prepared {
                     Err(Rejection(reason)) => out.push(Built::Rejected { action: a.key.clone(), event: i, reason }),
                 }
             }
-            for chunk in batch.chunks(self.batch_size) {
-                let idx: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
-                let payloads: Vec<Value> = chunk.iter().map(|(_, p)| p.clone()).collect();
+            let mut rest = batch.into_iter().peekable();
+            while rest.peek().is_some() {
+                let (idx, payloads): (Vec<usize>, Vec<Value>) = rest.by_ref().take(self.batch_size).unzip();
+                // The template's context, built from owned values (`json!` would copy each one
+                // again through serde).
                 let evs: Vec<Value> = idx.iter().map(|i| events[*i].clone()).collect();
-                let mut ctx_json = json!({"settings": settings, "payload": payloads[0], "payloads": payloads, "event": evs[0], "events": evs});
+                let mut ctx = Map::new();
+                ctx.insert("settings".into(), Value::Object(settings.clone()));
+                ctx.insert("payload".into(), payloads[0].clone());
+                ctx.insert("payloads".into(), Value::Array(payloads));
+                ctx.insert("event".into(), evs[0].clone());
+                ctx.insert("events".into(), Value::Array(evs));
                 if self.batch_size > 1 {
-                    ctx_json["batched"] = Value::Bool(true);
+                    ctx.insert("batched".into(), Value::Bool(true));
                 }
-                match render(&a.template, &Ctx::new(&ctx_json)) {
+                match render(&a.template, &Ctx::new(&Value::Object(ctx))) {
                     Ok(Some(request)) => out.push(Built::Request { action: a.key.clone(), events: idx, request }),
                     Ok(None) => {}
                     Err(Rejection(reason)) => {

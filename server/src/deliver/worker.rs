@@ -261,7 +261,7 @@ impl Worker {
                         Outcome::Retryable => "retryable",
                         Outcome::Permanent => "permanent",
                     };
-                    let shown = cut(sample::redact(&request, secrets).to_string(), KEEP_REQUEST);
+                    let shown = cut(sample::redact_text(&request, secrets), KEEP_REQUEST);
                     let why = match a.status {
                         Some(s) => format!("answered {s}: {}", cut(detail.clone(), 200)),
                         None => cut(detail.clone(), 300),

@@ -45,6 +45,17 @@ pub fn event(m: &Manifest) -> Value {
 
 /// Secret values (and header values that carry credentials) replaced by the mask.
 pub fn redact(request: &Request, secrets: &[String]) -> Value {
+    let (text, v) = redacted(request, secrets);
+    serde_json::from_str(&text).unwrap_or(v)
+}
+
+/// `redact` as JSON text (the attempt log keeps text; parsing it back would cost as much again).
+pub fn redact_text(request: &Request, secrets: &[String]) -> String {
+    redacted(request, secrets).0
+}
+
+/// The masked request as text, and as a value before the secrets were replaced in the text.
+fn redacted(request: &Request, secrets: &[String]) -> (String, Value) {
     let mut v = serde_json::to_value(request).unwrap_or_default();
     if let Some(h) = v.get_mut("headers").and_then(Value::as_object_mut) {
         for (k, val) in h.iter_mut() {
@@ -56,9 +67,11 @@ pub fn redact(request: &Request, secrets: &[String]) -> Value {
     }
     let mut text = v.to_string();
     for s in secrets.iter().filter(|s| s.len() >= 4) {
-        text = text.replace(s.as_str(), super::settings::MASK);
+        if text.contains(s.as_str()) {
+            text = text.replace(s.as_str(), super::settings::MASK);
+        }
     }
-    serde_json::from_str(&text).unwrap_or(v)
+    (text, v)
 }
 
 /// The values of the secret settings (production and test) and the passwords in URL settings.
