@@ -94,7 +94,7 @@ impl Prepared {
 
     /// Maps events (each a Segment message) into requests; events of one action are batched up to
     /// `batch_size`. Events no action subscribes to produce nothing.
-    pub fn build(&self, settings: &Map<String, Value>, events: &[Value]) -> Vec<Built> {
+    pub fn build(&self, settings: &Map<String, Value>, events: &[&Value]) -> Vec<Built> {
         let mut out = Vec::new();
         // Subscriptions see the event and, under `settings`, the destination's settings: made
         // only for a condition that is not a constant (a copy of the event each).
@@ -109,7 +109,7 @@ impl Prepared {
         for a in &self.actions {
             let mut batch: Vec<(usize, Value)> = Vec::new();
             for (i, ev) in events.iter().enumerate() {
-                let ctx = Ctx::new(ev);
+                let ctx = Ctx::new(*ev);
                 let holds = match a.subscribe.constant() {
                     Some(b) => Ok(b),
                     None => a.subscribe.holds(&Ctx::new(with_settings(i))),

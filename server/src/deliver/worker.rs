@@ -235,7 +235,7 @@ impl Worker {
         let mut records: Vec<Vec<AttemptRec>> = jobs.iter().map(|_| Vec::new()).collect();
         // Positions of the stored events among the jobs.
         let present: Vec<usize> = (0..jobs.len()).filter(|i| events.contains_key(&jobs[*i].event_seq)).collect();
-        let values: Vec<Value> = present.iter().map(|i| events[&jobs[*i].event_seq].0.clone()).collect();
+        let values: Vec<&Value> = present.iter().map(|i| &events[&jobs[*i].event_seq].0).collect();
         let (settings, secrets) = (&ready.settings, &ready.secrets);
         let prepared = match &ready.prepared {
             Ok(p) => p,

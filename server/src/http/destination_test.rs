@@ -97,7 +97,7 @@ async fn test_delivery(_auth: Auth<Editor>, State(state): State<AppState>, Path(
     let prepared = Prepared::new(m, &row.actions).map_err(|e| ApiError::field(&e.at, e.message))?;
     let settings = effective_settings(&full, true);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let built = handlers::for_handler(m.handler.as_deref()).map(&prepared, &settings, std::slice::from_ref(&event), now);
+    let built = handlers::for_handler(m.handler.as_deref()).map(&prepared, &settings, &[&event], now);
     let secrets = sample::secret_values(&state.integrations.cipher.open(&row.secrets)?, &full);
     let transport = state.integrations.transports.get(&m.capabilities.transport);
     let mut results = Vec::new();

@@ -58,7 +58,7 @@ async fn preview(_auth: Auth<Editor>, State(state): State<AppState>, Path(slug):
     let event = body.event.unwrap_or_else(|| sample::event(m));
     let prepared = Prepared::new(m, &body.actions).map_err(|e| ApiError::field(&e.at, e.message))?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let built = handlers::for_handler(m.handler.as_deref()).map(&prepared, &body.settings, std::slice::from_ref(&event), now);
+    let built = handlers::for_handler(m.handler.as_deref()).map(&prepared, &body.settings, &[&event], now);
     let results = built
         .into_iter()
         .map(|b| match b {

@@ -57,7 +57,7 @@ pub fn run(loaded: &Loaded, doc: &Value) -> Result<(), String> {
     };
     let now = doc.get("now").and_then(Value::as_i64).unwrap_or(FIXTURE_NOW);
     let test = doc.get("test").and_then(Value::as_bool).unwrap_or(false);
-    let built = handlers::for_handler(loaded.manifest.handler.as_deref()).map(&prepared, &effective_settings(&settings, test), &events, now);
+    let built = handlers::for_handler(loaded.manifest.handler.as_deref()).map(&prepared, &effective_settings(&settings, test), &events.iter().collect::<Vec<_>>(), now);
     let got: Vec<Value> = built.iter().map(outcome).collect();
     let want: Vec<&Value> = expectations(doc).collect();
     if got.len() != want.len() {

@@ -18,7 +18,7 @@ pub trait Integration: Send + Sync {
     }
 
     /// Maps events to requests; `now` is the send time in seconds (fixtures fix it).
-    fn map(&self, prepared: &Prepared, settings: &Map<String, Value>, events: &[Value], _now: i64) -> Vec<Built> {
+    fn map(&self, prepared: &Prepared, settings: &Map<String, Value>, events: &[&Value], _now: i64) -> Vec<Built> {
         prepared.build(settings, events)
     }
 }
@@ -40,7 +40,7 @@ impl Integration for Webhook {
         }
     }
 
-    fn map(&self, prepared: &Prepared, settings: &Map<String, Value>, events: &[Value], now: i64) -> Vec<Built> {
+    fn map(&self, prepared: &Prepared, settings: &Map<String, Value>, events: &[&Value], now: i64) -> Vec<Built> {
         let mut built = prepared.build(settings, events);
         let key = settings.get("signing_secret").and_then(Value::as_str).and_then(secret_key);
         for b in &mut built {
