@@ -205,12 +205,12 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-static IDS: Mutex<Option<ulid::Generator>> = Mutex::new(None);
-
-/// A new opaque id: a prefix and a time-ordered ULID, so ids sort newest last.
 /// Settings of every PostgreSQL session of the pool (see `Store::open`).
 pub const POSTGRES_SESSION: &str = "SET jit = off; SET backend_flush_after = '256kB'";
 
+static IDS: Mutex<Option<ulid::Generator>> = Mutex::new(None);
+
+/// A new opaque id: a prefix and a time-ordered ULID, so ids sort newest last.
 pub fn new_id(prefix: &str) -> String {
     let mut guard = IDS.lock().unwrap_or_else(|p| p.into_inner());
     let generator = guard.get_or_insert_with(ulid::Generator::new);
