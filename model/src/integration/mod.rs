@@ -191,6 +191,11 @@ pub struct HttpRequest {
     pub json: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub form: Option<std::collections::BTreeMap<String, String>>,
+    /// `json` as sent, when a handler serialised it already (to sign it): the transport sends
+    /// these bytes instead of serialising a batch of events once more. Not part of the request's
+    /// JSON form.
+    #[serde(skip)]
+    pub body: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -251,6 +251,7 @@ fn render(t: &Template, ctx: &Ctx) -> Result<Option<Request>, Rejection> {
                     Some(j) => Some(j.eval(ctx).map_err(|e| Rejection(format!("body: {e}")))?.unwrap_or(Value::Null)),
                     None => None,
                 },
+                body: None,
                 form: match form {
                     Some(f) => Some(eval_strings(f, ctx, "form", false)?),
                     None => None,

@@ -57,6 +57,7 @@ impl Integration for Webhook {
                 if let Some(key) = &key {
                     req.headers.insert("webhook-signature".into(), sign(key, &id, now, &body));
                 }
+                req.body = req.json.is_some().then_some(body);
             }
         }
         built

@@ -81,3 +81,32 @@ pub fn secret_values(secrets: &Map<String, Value>, settings: &Map<String, Value>
     out.extend(urls.filter_map(Value::as_str).filter_map(super::settings::url_secret).map(String::from));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::integration::HttpRequest;
+
+    /// The attempt log's text and the API's value mask the same things: credential headers, and
+    /// secret values wherever they appear (here in the URL and the body).
+    #[test]
+    fn redacted_text_and_value_mask_alike() {
+        let mut headers = std::collections::BTreeMap::new();
+        headers.insert("authorization".to_string(), "Bearer tok-123456".to_string());
+        headers.insert("content-type".to_string(), "application/json".to_string());
+        let request = Request::Http(HttpRequest {
+            method: "POST".into(),
+            url: "https://api.example.com/in?key=sk_live_abcdef".into(),
+            headers,
+            json: Some(serde_json::json!({"token": "sk_live_abcdef", "n": 1})),
+            form: None,
+            body: None,
+        });
+        let secrets = vec!["sk_live_abcdef".to_string(), "ab".to_string()];
+        let text = redact_text(&request, &secrets);
+        assert!(!text.contains("sk_live_abcdef") && !text.contains("tok-123456"), "{text}");
+        assert_eq!(text.matches(super::super::settings::MASK).count(), 3, "{text}");
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), redact(&request, &secrets));
+        assert!(text.contains("application/json"), "other headers are kept: {text}");
+    }
+}

@@ -107,7 +107,9 @@ impl Transport for Http {
         for (k, v) in &r.headers {
             req = req.header(k, v);
         }
-        if let Some(j) = &r.json {
+        if let Some(b) = &r.body {
+            req = req.body(b.clone());
+        } else if let Some(j) = &r.json {
             req = req.body(serde_json::to_vec(j).unwrap_or_default());
         } else if let Some(f) = &r.form {
             req = req.form(f);
