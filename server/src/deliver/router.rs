@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 const SCAN: i64 = 5000;
 /// Events with destinations routed per step (their payloads are read and deliveries written).
 const ROUTED: usize = 500;
+/// On PostgreSQL a step costs round trips (the scan, the events, the inserts, the commit) more
+/// than rows: larger steps keep the one router ahead of several claiming workers.
+const ROUTED_PG: usize = 2000;
+/// Rows per multi-row insert of deliveries (7 parameters each).
+const INSERT_ROWS: usize = 100;
 const GAP_WAIT: Duration = Duration::from_secs(5);
 
 struct Dest {
@@ -76,8 +81,8 @@ impl Router {
         Ok(by_source)
     }
 
-    /// Routes the next events: up to `ROUTED` events with destinations (and on PostgreSQL, at
-    /// most `SCAN` events in all).
+    /// Routes the next events: up to `ROUTED` events with destinations on SQLite; on PostgreSQL,
+    /// up to `ROUTED_PG` of at most `SCAN` events in all.
     ///
     /// The events are read and matched against the destinations outside any transaction (the log
     /// only grows at its end); then, holding the write turn, one transaction moves the position
@@ -203,7 +208,7 @@ impl Router {
                     routed.push(source);
                 }
                 with_dests += 1;
-                if with_dests == ROUTED {
+                if with_dests == ROUTED_PG {
                     full = i + 1 < take || full;
                     take = i + 1;
                     break;
@@ -254,7 +259,7 @@ struct Span {
 async fn routed_events(conn: &mut sqlx::AnyConnection, after: i64, upto: i64, sources: &[&str]) -> anyhow::Result<Vec<(i64, String, String, Value)>> {
     let marks: Vec<String> = (0..sources.len()).map(|i| format!("${}", i + 3)).collect();
     let sql = format!(
-        "SELECT seq, source_id, message_id, payload FROM events WHERE seq > $1 AND seq <= $2 AND source_id IN ({}) ORDER BY seq LIMIT {ROUTED}",
+        "SELECT seq, source_id, message_id, payload FROM events WHERE seq > $1 AND seq <= $2 AND source_id IN ({}) ORDER BY seq LIMIT {ROUTED_PG}",
         marks.join(", ")
     );
     let mut q = sqlx::query(&sql).bind(after).bind(upto);
@@ -289,7 +294,7 @@ struct NewDelivery<'a> {
 
 /// Inserts new deliveries, many rows per statement.
 async fn insert_deliveries(conn: &mut sqlx::AnyConnection, rows: &[NewDelivery<'_>], now: i64) -> anyhow::Result<()> {
-    for part in rows.chunks(25) {
+    for part in rows.chunks(INSERT_ROWS) {
         let marks: Vec<String> =
             (0..part.len()).map(|i| format!("${}, ${}, ${}, ${}, ${}, ${}, 0, $1, $1, $1, ${}", i * 7 + 2, i * 7 + 3, i * 7 + 4, i * 7 + 5, i * 7 + 6, i * 7 + 7, i * 7 + 8)).collect();
         let sql = format!(
