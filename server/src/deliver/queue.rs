@@ -342,9 +342,8 @@ pub async fn discard(store: &Store, destination_id: &str, ids: Option<&[String]>
 /// Pending, retrying and in-flight deliveries (in flight ones are pending or retrying with a
 /// lease), and the age of the oldest of them (ms); counted through the ready index.
 ///
-/// On PostgreSQL it runs on that index without parallel workers: with a backlog the planner
-/// started workers for a scan of the whole table (parallel workers were ~5% of the database's
-/// CPU in a profile of a backlog drain, at one count a second).
+/// On PostgreSQL it runs on that index without parallel workers: with 200,000 deliveries pending a
+/// count took 54 ms (pg_stat_statements), the planner being free to scan the whole table in parallel.
 pub async fn depth(store: &Store) -> anyhow::Result<(i64, i64)> {
     let mut tx = store.pool().begin().await?;
     on_indexes(store, &mut tx, "SET LOCAL enable_seqscan = off; SET LOCAL max_parallel_workers_per_gather = 0").await?;
