@@ -129,10 +129,15 @@ async fn sustained_failure_opens_the_breaker_alerts_and_recovers() {
 }
 
 /// How often the deliveries table was vacuumed by hand (not by autovacuum): the engine's own.
-async fn queue_vacuums(env: &crate::harness::TestEnv) -> i64 {
+/// The deliveries table's statistics: vacuums, updates, and updates made in place (HOT).
+async fn queue_stats(env: &crate::harness::TestEnv) -> (i64, i64, i64) {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(&env.database_url).await.unwrap();
-    sqlx::query_scalar("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'deliveries'").fetch_one(&mut conn).await.unwrap()
+    sqlx::query_as("SELECT vacuum_count, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'deliveries'").fetch_one(&mut conn).await.unwrap()
+}
+
+async fn queue_vacuums(env: &crate::harness::TestEnv) -> i64 {
+    queue_stats(env).await.0
 }
 
 #[tokio::test]
@@ -171,13 +176,6 @@ async fn the_engine_vacuums_its_queue_on_postgres() {
     assert_eq!(queue_vacuums(&env).await, 0, "20 deliveries leave fewer dead rows than the default threshold");
 }
 
-/// Updates of the deliveries table so far: all of them, and those PostgreSQL made in place (HOT).
-async fn delivery_updates(env: &crate::harness::TestEnv) -> (i64, i64) {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&env.database_url).await.unwrap();
-    sqlx::query_as("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'deliveries'").fetch_one(&mut conn).await.unwrap()
-}
-
 #[tokio::test]
 async fn claims_of_a_backlog_update_in_place_on_postgres() {
     use base64::Engine as _;
@@ -209,7 +207,8 @@ async fn claims_of_a_backlog_update_in_place_on_postgres() {
     // PostgreSQL reports table statistics a moment after the transactions.
     let mut seen = (0, 0);
     for _ in 0..150 {
-        seen = delivery_updates(&env).await;
+        let (_, updates, hot) = queue_stats(&env).await;
+        seen = (updates, hot);
         if seen.0 >= 2 * N as i64 {
             break;
         }
