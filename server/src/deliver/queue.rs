@@ -24,22 +24,19 @@ pub struct Job {
 /// A claim only sets the lease: the delivery stays pending (or retrying) and is "in flight" while
 /// its lease runs, so a crashed worker's jobs come back when the lease ends, without a sweep. The
 /// claim changes no indexed column, which lets PostgreSQL update the row in place (a HOT update:
-/// no new index entries), and SQLite leave every index alone.
+/// no new index entries). On a SQLite file the lease is held in memory and nothing is written.
 ///
 /// Each destination is claimed from through its own part of the due index (oldest due first),
 /// the destinations taken in turn from a rotating start until the claim is full: a paused
 /// destination's backlog is never walked, and one destination's backlog does not hold back the
 /// others.
 pub async fn claim(store: &Store, limit: i64, lease_ms: i64) -> anyhow::Result<Vec<Job>> {
-    // On PostgreSQL the ids go through an array, so the update finds its rows by primary key
-    // whatever the planner thinks of the queue's size (a semi-join could scan the whole table).
     let (ids, close, lock) = match store.backend() {
         Backend::Postgres => ("= ANY(ARRAY(", "))", "FOR UPDATE OF d SKIP LOCKED"),
         Backend::Sqlite => ("IN (", ")", ""),
     };
-    let sql = format!(
-        "UPDATE deliveries SET lease_until = $1, updated_at = $2 WHERE id {ids}
-            SELECT d.id FROM deliveries d JOIN destinations x ON x.id = d.destination_id
+    // $1: the lease's end, $2: now, $3: how many, $4: the destination.
+    let due = "FROM deliveries d JOIN destinations x ON x.id = d.destination_id
             WHERE d.destination_id = $4 AND d.state IN ('pending', 'retrying') AND d.next_attempt_at <= $2
               AND (d.lease_until IS NULL OR d.lease_until <= $2)
               AND x.enabled = 1
@@ -47,14 +44,22 @@ pub async fn claim(store: &Store, limit: i64, lease_ms: i64) -> anyhow::Result<V
               AND (d.order_key IS NULL OR NOT EXISTS (
                   SELECT 1 FROM deliveries e WHERE e.destination_id = d.destination_id AND e.order_key = d.order_key
                     AND e.event_seq < d.event_seq AND e.state IN ('pending', 'retrying')))
-            ORDER BY d.next_attempt_at, d.event_seq LIMIT $3 {lock}{close}
-         RETURNING id, destination_id, event_seq, message_id, attempts, created_at"
-    );
+            ORDER BY d.next_attempt_at, d.event_seq LIMIT $3";
     static TURN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let turn = TURN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut jobs = match store.direct() {
-        Some(direct) => super::sqlite_queue::claim(direct, &sql, CLAIMABLE, turn, limit, lease_ms).await?,
-        None => claim_pooled(store, &sql, turn, limit, lease_ms).await?,
+        // On a SQLite file the leases are held in memory (see `direct::Leases`): the claim only reads.
+        Some(direct) => {
+            let sql = format!("SELECT d.id, d.destination_id, d.event_seq, d.message_id, d.attempts, d.created_at {due}");
+            super::sqlite_queue::claim(direct, &sql, CLAIMABLE, turn, limit, lease_ms).await?
+        }
+        None => {
+            let sql = format!(
+                "UPDATE deliveries SET lease_until = $1, updated_at = $2 WHERE id {ids}SELECT d.id {due} {lock}{close}
+                 RETURNING id, destination_id, event_seq, message_id, attempts, created_at"
+            );
+            claim_pooled(store, &sql, turn, limit, lease_ms).await?
+        }
     };
     jobs.sort_by_key(|j| j.event_seq);
     Ok(jobs)
@@ -136,6 +141,10 @@ pub async fn load_events(store: &Store, jobs: &[Job]) -> anyhow::Result<HashMap<
 
 /// Gives claimed jobs back at once (shutdown).
 pub async fn release(store: &Store, ids: &[String]) -> anyhow::Result<()> {
+    if let Some(direct) = store.direct() {
+        direct.leases().release(ids);
+        return Ok(());
+    }
     for id in ids {
         sqlx::query("UPDATE deliveries SET lease_until = NULL WHERE id = $1 AND state IN ('pending', 'retrying')")
             .bind(id)
@@ -207,19 +216,24 @@ pub struct AttemptOut {
 /// Deliveries of a destination, newest first; `state` filters. A pending or retrying delivery
 /// whose lease runs is shown (and filtered) as `in_flight`.
 pub async fn deliveries(store: &Store, destination_id: &str, state: Option<&str>, limit: i64) -> anyhow::Result<Vec<DeliveryOut>> {
-    let shown = "CASE WHEN state IN ('pending', 'retrying') AND lease_until > $4 THEN 'in_flight' ELSE state END";
+    // $4: now, and on a SQLite file $5: the deliveries leased in memory (a JSON array).
+    let now = now_ms();
+    let leased = store.direct().map(|d| serde_json::to_string(&d.leases().held(now)).unwrap_or_default());
+    let shown = match leased {
+        Some(_) => "CASE WHEN state IN ('pending', 'retrying') AND (lease_until > $4 OR id IN (SELECT value FROM json_each($5))) THEN 'in_flight' ELSE state END",
+        None => "CASE WHEN state IN ('pending', 'retrying') AND lease_until > $4 THEN 'in_flight' ELSE state END",
+    };
     // Dead letters are read through their own (partial) index, which needs the state written out.
     let by_state = if state == Some("dead") { "state = 'dead' AND $2 = 'dead'".to_string() } else { format!("($2 = '' OR {shown} = $2)") };
-    let rows = sqlx::query(&format!(
+    let sql = format!(
         "SELECT id, message_id, {shown} AS state, attempts, next_attempt_at, created_at, updated_at, reason FROM deliveries \
          WHERE destination_id = $1 AND {by_state} ORDER BY event_seq DESC, id DESC LIMIT $3"
-    ))
-    .bind(destination_id)
-    .bind(state.unwrap_or(""))
-    .bind(limit)
-    .bind(now_ms())
-    .fetch_all(store.pool())
-    .await?;
+    );
+    let mut q = sqlx::query(&sql).bind(destination_id).bind(state.unwrap_or("")).bind(limit).bind(now);
+    if let Some(leased) = leased {
+        q = q.bind(leased);
+    }
+    let rows = q.fetch_all(store.pool()).await?;
     rows.iter()
         .map(|r| {
             Ok(DeliveryOut {
@@ -238,9 +252,18 @@ pub async fn deliveries(store: &Store, destination_id: &str, state: Option<&str>
 
 /// Attempts of a destination (or of one event), newest first.
 pub async fn attempts(store: &Store, destination_id: &str, message_id: Option<&str>, limit: i64) -> anyhow::Result<Vec<AttemptOut>> {
-    let rows = sqlx::query(
-        "SELECT * FROM attempts WHERE destination_id = $1 AND ($2 = '' OR message_id = $2) ORDER BY at DESC, id DESC LIMIT $3",
-    )
+    // On a SQLite file a delivered batch member's attempt is its batch's row, which its delivery
+    // points to; the member's delivery is found through its event (index events_message).
+    let bulk = match store.backend() {
+        Backend::Sqlite => {
+            " OR id IN (SELECT d.attempt_id FROM deliveries d WHERE d.destination_id = $1 AND d.attempt_id IS NOT NULL AND d.event_seq IN \
+               (SELECT e.seq FROM events e JOIN destination_sources s ON s.source_id = e.source_id WHERE s.destination_id = $1 AND e.message_id = $2))"
+        }
+        Backend::Postgres => "",
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT * FROM attempts WHERE destination_id = $1 AND ($2 = '' OR message_id = $2{bulk}) ORDER BY at DESC, id DESC LIMIT $3",
+    ))
     .bind(destination_id)
     .bind(message_id.unwrap_or(""))
     .bind(limit)
@@ -377,6 +400,10 @@ pub struct Written {
 }
 
 pub struct AttemptRec {
+    /// A member of a batch logged with its first event: that attempt's log row id. On a SQLite
+    /// file a delivered member gets no row of its own; its delivery points to the batch's row.
+    pub bulk_of: Option<String>,
+    pub id: String,
     pub latency_ms: i64,
     pub outcome: &'static str,
     pub status: Option<i64>,
@@ -404,7 +431,7 @@ pub async fn write_results(store: &Store, destination_id: &str, results: Vec<Wri
         );
         let mut q = sqlx::query(&sql);
         for (w, a) in part {
-            q = q.bind(new_id("att")).bind(&w.job.id).bind(&w.job.destination_id).bind(&w.job.message_id).bind(now);
+            q = q.bind(&a.id).bind(&w.job.id).bind(&w.job.destination_id).bind(&w.job.message_id).bind(now);
             q = q.bind(a.latency_ms).bind(a.outcome).bind(a.status).bind(&a.request).bind(&a.response);
         }
         q.execute(&mut *tx).await?;

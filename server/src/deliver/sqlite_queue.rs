@@ -13,22 +13,25 @@ fn numbered(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
-/// See `queue::claim`: the claimable destinations, then each one's claim, in one transaction.
+/// See `queue::claim`: the claimable destinations, then each one's due deliveries, leased in
+/// memory (`direct::Leases`): nothing is written. A destination's leased deliveries stay first in
+/// its due order while they are in flight, so each read asks for that many more rows and skips them.
 pub async fn claim(direct: &Direct, sql: &str, claimable: &str, turn: usize, limit: i64, lease_ms: i64) -> anyhow::Result<Vec<Job>> {
     let (sql, claimable) = (numbered(sql), numbered(claimable));
+    let leases = direct.leases().clone();
     direct
         .run(move |conn| {
             let now = now_ms();
-            write(conn, |tx| {
-                let destinations: Vec<String> = tx.prepare_cached(&claimable)?.query_map([now], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-                let mut st = tx.prepare_cached(&sql)?;
+            let destinations: Vec<String> = conn.prepare_cached(&claimable)?.query_map([now], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            let mut st = conn.prepare_cached(&sql)?;
+            leases.with(now, |held| {
                 let mut jobs = Vec::new();
                 for i in super::queue::rotation(destinations.len(), turn) {
                     let left = limit - jobs.len() as i64;
                     if left <= 0 {
                         break;
                     }
-                    let rows = st.query_map(params![now + lease_ms, now, left, destinations[i]], |r| {
+                    let rows = st.query_map(params![now + lease_ms, now, left + held.len() as i64, destinations[i]], |r| {
                         Ok(Job {
                             id: r.get("id")?,
                             destination_id: r.get("destination_id")?,
@@ -38,9 +41,21 @@ pub async fn claim(direct: &Direct, sql: &str, claimable: &str, turn: usize, lim
                             created_at: r.get("created_at")?,
                         })
                     })?;
+                    let mut taken = 0;
                     for job in rows {
-                        jobs.push(job?);
+                        let job = job?;
+                        if held.contains_key(&job.id) {
+                            continue;
+                        }
+                        jobs.push(job);
+                        taken += 1;
+                        if taken == left {
+                            break;
+                        }
                     }
+                }
+                for job in &jobs {
+                    held.insert(job.id.clone(), now + lease_ms);
                 }
                 Ok(jobs)
             })
@@ -65,29 +80,38 @@ pub async fn load_events(direct: &Direct, seqs: Vec<i64>) -> anyhow::Result<Hash
 }
 
 /// See `queue::write_results`.
+/// The leases of the written deliveries end once the results are committed.
 pub async fn write_results(direct: &Direct, destination_id: String, results: Vec<Written>, delivered: bool, failures: i64, pause_until: Option<i64>) -> anyhow::Result<i64> {
+    let leases = direct.leases().clone();
     direct
         .run(move |conn| {
             let now = now_ms();
-            write(conn, |tx| {
+            let in_a_row = write(conn, |tx| {
                 let mut attempt = tx.prepare_cached(
                     "INSERT INTO attempts (id, delivery_id, destination_id, message_id, at, latency_ms, outcome, status, request, response) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )?;
                 let mut succeeded = tx.prepare_cached(
-                    "UPDATE deliveries SET state = 'succeeded', attempts = attempts + 1, next_attempt_at = ?1, reason = NULL, lease_until = NULL, updated_at = ?1 WHERE id = ?2",
+                    "UPDATE deliveries SET state = 'succeeded', attempts = attempts + 1, next_attempt_at = ?1, reason = NULL, lease_until = NULL, updated_at = ?1, attempt_id = ?3 WHERE id = ?2",
                 )?;
                 let mut other =
-                    tx.prepare_cached("UPDATE deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, reason = ?4, lease_until = NULL, updated_at = ?5 WHERE id = ?6")?;
+                    tx.prepare_cached("UPDATE deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, reason = ?4, lease_until = NULL, updated_at = ?5, attempt_id = COALESCE(?7, attempt_id) WHERE id = ?6")?;
                 for w in &results {
                     let j = &w.job;
+                    // A delivered batch member points to its batch's row (found through the event's messageId).
+                    let mut bulk = None;
                     for a in &w.attempts {
-                        attempt.execute(params![new_id("att"), j.id, j.destination_id, j.message_id, now, a.latency_ms, a.outcome, a.status, a.request, a.response])?;
+                        match &a.bulk_of {
+                            Some(logged) if a.outcome == "delivered" => bulk = Some(logged),
+                            _ => {
+                                attempt.execute(params![a.id, j.id, j.destination_id, j.message_id, now, a.latency_ms, a.outcome, a.status, a.request, a.response])?;
+                            }
+                        }
                     }
                     if w.state == "succeeded" && w.count == j.attempts + 1 {
-                        succeeded.execute(params![now, j.id])?;
+                        succeeded.execute(params![now, j.id, bulk])?;
                     } else {
-                        other.execute(params![w.state, w.count, w.next_attempt_at, w.reason, now, j.id])?;
+                        other.execute(params![w.state, w.count, w.next_attempt_at, w.reason, now, j.id, bulk])?;
                     }
                 }
                 if delivered {
@@ -106,7 +130,9 @@ pub async fn write_results(direct: &Direct, destination_id: String, results: Vec
                         .execute(params![until, destination_id])?;
                 }
                 Ok(in_a_row)
-            })
+            })?;
+            leases.release(results.iter().map(|w| &w.job.id));
+            Ok(in_a_row)
         })
         .await
 }

@@ -5,7 +5,7 @@
 use super::queue::{self, AttemptRec, Job, Written};
 use super::schedule::{PolicyPatch, RetryPolicy};
 use crate::integrations::{handlers, sample, Integrations};
-use crate::store::{now_ms, Store};
+use crate::store::{new_id, now_ms, Store};
 use crate::transport::Outcome;
 use model::mapping::Built;
 use futures_util::StreamExt;
@@ -247,7 +247,15 @@ impl Worker {
             match b {
                 Built::Rejected { reason, event, .. } => {
                     let j = present[event];
-                    records[j].push(AttemptRec { latency_ms: 0, outcome: "rejected", status: None, request: "{}".into(), response: reason.clone() });
+                    records[j].push(AttemptRec {
+                        bulk_of: None,
+                        id: new_id("att"),
+                        latency_ms: 0,
+                        outcome: "rejected",
+                        status: None,
+                        request: "{}".into(),
+                        response: reason.clone(),
+                    });
                     verdicts[j].merge(Verdict::Rejected(reason));
                 }
                 Built::Request { request, events: idx, .. } => {
@@ -269,9 +277,12 @@ impl Worker {
                     // A batch's request is logged once, with its first event; the others point to it.
                     let first = idx.first().and_then(|i| events.get(&jobs[present[*i]].event_seq)).and_then(|(e, _)| e.get("messageId").cloned());
                     let pointer = serde_json::json!({"batch": {"size": idx.len(), "logged_with": first}}).to_string();
+                    let logged = new_id("att");
                     for (k, i) in idx.into_iter().enumerate() {
                         let j = present[i];
                         records[j].push(AttemptRec {
+                            bulk_of: (k > 0).then(|| logged.clone()),
+                            id: if k == 0 { logged.clone() } else { new_id("att") },
                             latency_ms: a.latency_ms as i64,
                             outcome,
                             status: a.status.map(i64::from),

@@ -261,6 +261,10 @@ pub async fn serve(
             }
         }
     });
+    let _delivery_lock = match (state.config.mode.delivers(), store.direct().and(store.sqlite_file())) {
+        (true, Some((db, _))) => Some(crate::store::direct::delivery_lock(db)?),
+        _ => None,
+    };
     let engine = state.config.mode.delivers().then(|| {
         tokio::spawn(crate::deliver::vacuum::run(store.clone(), state.config.queue_vacuum_rows, state.shutdown.clone()));
         let lease = (state.config.delivery_lease_secs * 1000) as i64;

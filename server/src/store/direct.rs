@@ -5,8 +5,9 @@
 //! writer); here a whole claim or a whole result write is one hand-off.
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 type Task = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -14,6 +15,45 @@ type Task = Box<dyn FnOnce(&mut Connection) + Send>;
 #[derive(Clone)]
 pub struct Direct {
     tasks: mpsc::Sender<Task>,
+    leases: Leases,
+}
+
+/// The delivery leases of this process on a SQLite file: delivery id → end of the lease (ms).
+///
+/// One process delivers from a SQLite file (`serve` holds its delivery lock), and a lease only
+/// has to outlive a crash of the worker that holds it, which here is a crash of the process: so
+/// claims are kept here instead of written to the file, which saves a row write per delivery.
+/// Claims and result writes both run on the queue's thread, so a claim never sees a delivery whose
+/// result is committed as still leased, nor one that is leased as free.
+#[derive(Clone, Default)]
+pub struct Leases(Arc<Mutex<HashMap<String, i64>>>);
+
+impl Leases {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The deliveries leased at `now` (expired leases are forgotten).
+    pub fn held(&self, now: i64) -> Vec<String> {
+        let mut map = self.map();
+        map.retain(|_, until| *until > now);
+        map.keys().cloned().collect()
+    }
+
+    /// Runs `f` with the set of leases that still run at `now`; `f` may add to it.
+    pub fn with<T>(&self, now: i64, f: impl FnOnce(&mut HashMap<String, i64>) -> T) -> T {
+        let mut map = self.map();
+        map.retain(|_, until| *until > now);
+        f(&mut map)
+    }
+
+    /// Ends the leases of these deliveries.
+    pub fn release<'a>(&self, ids: impl IntoIterator<Item = &'a String>) {
+        let mut map = self.map();
+        for id in ids {
+            map.remove(id);
+        }
+    }
 }
 
 impl std::fmt::Debug for Direct {
@@ -57,7 +97,11 @@ impl Direct {
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the delivery queue's SQLite thread");
         }
-        Direct { tasks }
+        Direct { tasks, leases: Leases::default() }
+    }
+
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     /// Runs `f` on the connection's thread and returns what it returned.
@@ -79,4 +123,22 @@ pub fn write<T>(conn: &mut Connection, f: impl FnOnce(&Transaction) -> rusqlite:
     let out = f(&tx)?;
     tx.commit()?;
     Ok(out)
+}
+
+/// Held by the one `serve` that delivers from a SQLite file (its leases live in its memory, see
+/// `Leases`): a second one would deliver the same events. Released when the process ends, however
+/// it ends.
+pub fn delivery_lock(db: &Path) -> anyhow::Result<std::fs::File> {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-delivery.lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&name)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another `switchyard serve` is delivering from {}: only one process may deliver from a SQLite file \
+             (start this one with --mode ingest, or use PostgreSQL for several worker nodes)",
+            db.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(anyhow::anyhow!("cannot lock {}: {e}", std::path::Path::new(&name).display())),
+    }
 }

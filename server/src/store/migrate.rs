@@ -18,8 +18,8 @@ macro_rules! migrations {
 
 fn migrator(backend: Backend) -> Migrator {
     let migrations = match backend {
-        Backend::Sqlite => migrations!("sqlite": (1, "0001_foundation.sql", "foundation"), (2, "0002_events.sql", "events"), (3, "0003_privacy.sql", "privacy"), (4, "0004_destination_config.sql", "destination config"), (5, "0005_delivery.sql", "delivery"), (6, "0006_queue_indexes.sql", "queue indexes"), (7, "0007_dedupe_in_log.sql", "dedupe in the log"), (8, "0008_lease_only_claims.sql", "lease-only claims"), (9, "0009_claim_room.sql", "claim room")),
-        Backend::Postgres => migrations!("postgres": (1, "0001_foundation.sql", "foundation"), (2, "0002_events.sql", "events"), (3, "0003_privacy.sql", "privacy"), (4, "0004_destination_config.sql", "destination config"), (5, "0005_delivery.sql", "delivery"), (6, "0006_queue_indexes.sql", "queue indexes"), (7, "0007_dedupe_in_log.sql", "dedupe in the log"), (8, "0008_lease_only_claims.sql", "lease-only claims"), (9, "0009_claim_room.sql", "claim room")),
+        Backend::Sqlite => migrations!("sqlite": (1, "0001_foundation.sql", "foundation"), (2, "0002_events.sql", "events"), (3, "0003_privacy.sql", "privacy"), (4, "0004_destination_config.sql", "destination config"), (5, "0005_delivery.sql", "delivery"), (6, "0006_queue_indexes.sql", "queue indexes"), (7, "0007_dedupe_in_log.sql", "dedupe in the log"), (8, "0008_lease_only_claims.sql", "lease-only claims"), (9, "0009_claim_room.sql", "claim room"), (10, "0010_bulk_attempts.sql", "bulk attempts")),
+        Backend::Postgres => migrations!("postgres": (1, "0001_foundation.sql", "foundation"), (2, "0002_events.sql", "events"), (3, "0003_privacy.sql", "privacy"), (4, "0004_destination_config.sql", "destination config"), (5, "0005_delivery.sql", "delivery"), (6, "0006_queue_indexes.sql", "queue indexes"), (7, "0007_dedupe_in_log.sql", "dedupe in the log"), (8, "0008_lease_only_claims.sql", "lease-only claims"), (9, "0009_claim_room.sql", "claim room"), (10, "0010_bulk_attempts.sql", "bulk attempts")),
     };
     Migrator {
         migrations: Cow::Owned(migrations),

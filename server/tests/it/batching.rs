@@ -54,6 +54,10 @@ async fn webhook_sends_batches_when_a_destination_asks() {
     w.state_of("w24", "succeeded").await;
     let attempts: Value = w.get("/attempts?message_id=w24").await;
     assert_eq!(attempts["items"][0]["outcome"], "delivered");
+    // A batch that succeeded is logged once: the member's attempt is its batch's request.
+    assert!(attempts["items"][0]["request"].to_string().contains("w24"), "{attempts}");
+    let all: Value = w.get("/attempts").await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 3, "one log row per request: {all}");
 
     // Three events sent one by one: a partial batch waits for its window instead of going alone.
     rx.got.lock().unwrap().clear();

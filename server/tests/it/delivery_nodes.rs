@@ -220,3 +220,33 @@ async fn claims_of_a_backlog_update_in_place_on_postgres() {
     // and wrote three index entries each; at 40 they stay in place.
     assert!(hot as f64 >= 0.95 * N as f64, "{hot} of {updates} updates in place; at least {} claims should be", N * 95 / 100);
 }
+
+/// On a SQLite file the delivery leases live in the delivering process's memory, so a second
+/// process that would deliver from the same file is refused, with the reason; an ingest-only one
+/// may share it.
+#[tokio::test]
+async fn one_process_delivers_from_a_sqlite_file() {
+    let env = crate::env_or_skip!(Db::Sqlite);
+    let _first = env.start().await;
+    let mut cmd = env.cli();
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut second = cmd.spawn().unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = second.kill();
+            panic!("a second delivering server started on the same SQLite file");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let out = second.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("only one process may deliver from a SQLite file"), "{text}");
+    let ingest = env.start_with(&["--mode", "ingest"]).await;
+    let health = ingest.client().get(ingest.at("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
