@@ -31,6 +31,8 @@ pub struct Job {
 /// destination's backlog is never walked, and one destination's backlog does not hold back the
 /// others.
 pub async fn claim(store: &Store, limit: i64, lease_ms: i64) -> anyhow::Result<Vec<Job>> {
+    // On PostgreSQL the ids go through an array, so the update finds its rows by primary key
+    // whatever the planner thinks of the queue's size (a semi-join could scan the whole table).
     let (ids, close, lock) = match store.backend() {
         Backend::Postgres => ("= ANY(ARRAY(", "))", "FOR UPDATE OF d SKIP LOCKED"),
         Backend::Sqlite => ("IN (", ")", ""),

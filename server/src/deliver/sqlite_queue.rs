@@ -79,8 +79,7 @@ pub async fn load_events(direct: &Direct, seqs: Vec<i64>) -> anyhow::Result<Hash
         .await
 }
 
-/// See `queue::write_results`.
-/// The leases of the written deliveries end once the results are committed.
+/// See `queue::write_results`; the leases of the written deliveries end once they are committed.
 pub async fn write_results(direct: &Direct, destination_id: String, results: Vec<Written>, delivered: bool, failures: i64, pause_until: Option<i64>) -> anyhow::Result<i64> {
     let leases = direct.leases().clone();
     direct
