@@ -2,6 +2,7 @@
 //! send them with retries, dead-letter, ordering per user and an attempt log (see README).
 
 pub mod alerts;
+pub mod batch_rows;
 pub mod flow;
 pub mod queue;
 pub mod ready;
@@ -23,7 +24,7 @@ use tokio::sync::watch;
 /// waking the router on every stored request, lets events gather into fewer, larger transactions.
 const ROUTER_IDLE: Duration = Duration::from_millis(10);
 const IDLE: Duration = Duration::from_millis(50);
-/// Jobs per claim, and claim loops per node: while one loop sends, another writes its results.
+/// Events per claim (a batch row counts its events), and claim loops per node: while one loop sends, another writes its results.
 /// (small claims keep latency low; after a full one, under a backlog, claims grow)
 const CLAIM: i64 = 64;
 const CLAIM_BACKLOG: i64 = 512;
@@ -132,7 +133,10 @@ async fn claim_loop(
             continue;
         }
         let full = jobs.len() as i64 == limit;
-        limit = if full { CLAIM_BACKLOG } else { CLAIM };
+        // Limits count events: a batch row holds many, so the next claim takes fewer rows.
+        let events: usize = jobs.iter().map(|j| j.members.len().max(1)).sum();
+        let per_row = (events / jobs.len()).max(1) as i64;
+        limit = ((if full { CLAIM_BACKLOG } else { CLAIM }) / per_row).max(2);
         if full {
             routed.notify_one();
         }

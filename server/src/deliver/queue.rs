@@ -1,6 +1,7 @@
 //! The durable queue in the database: delivery rows and their states, claims with a lease
 //! (`FOR UPDATE SKIP LOCKED` on PostgreSQL), attempts, dead letters and replays.
 
+use super::batch_rows::Shape;
 use crate::store::{get, new_id, now_ms, Backend, Store};
 use serde::Serialize;
 use serde_json::Value;
@@ -16,6 +17,8 @@ pub struct Job {
     pub message_id: String,
     pub attempts: i64,
     pub created_at: i64,
+    /// A batch row's events (seqs, this row's first); empty for a row of one event.
+    pub members: Vec<i64>,
 }
 
 /// Claims due deliveries: not paused, enabled destinations, and, in ordered lanes, only the
@@ -52,13 +55,13 @@ pub async fn claim(store: &Store, limit: i64, lease_ms: i64) -> anyhow::Result<V
     let mut jobs = match store.direct() {
         // On a SQLite file the leases are held in memory (see `direct::Leases`): the claim only reads.
         Some(direct) => {
-            let sql = format!("SELECT d.id, d.destination_id, d.event_seq, d.message_id, d.attempts, d.created_at {due}");
+            let sql = format!("SELECT d.id, d.destination_id, d.event_seq, d.message_id, d.attempts, d.created_at, d.members {due}");
             super::sqlite_queue::claim(direct, &sql, CLAIMABLE, turn, limit, lease_ms).await?
         }
         None => {
             let sql = format!(
                 "UPDATE deliveries SET lease_until = $1, updated_at = $2 WHERE id {ids}SELECT d.id {due} {lock}{close}
-                 RETURNING id, destination_id, event_seq, message_id, attempts, created_at"
+                 RETURNING id, destination_id, event_seq, message_id, attempts, created_at, members"
             );
             claim_pooled(store, &sql, turn, limit, lease_ms).await?
         }
@@ -114,25 +117,26 @@ async fn claim_pooled(store: &Store, sql: &str, turn: usize, limit: i64, lease_m
                 message_id: get(r, "message_id")?,
                 attempts: get::<i64>(r, "attempts")?,
                 created_at: get(r, "created_at")?,
+                members: super::batch_rows::parse(get(r, "members")?),
             })
         })
         .collect()
 }
 
 /// The stored events of claimed jobs, by seq: the parsed payload and when it was received.
-pub async fn load_events(store: &Store, jobs: &[Job]) -> anyhow::Result<HashMap<i64, (Value, i64)>> {
+pub async fn load_events(store: &Store, seqs: Vec<i64>) -> anyhow::Result<HashMap<i64, (Value, i64)>> {
     let parse = |p: &str| serde_json::from_str::<Value>(p).unwrap_or_default();
     if let Some(direct) = store.direct() {
-        let found = super::sqlite_queue::load_events(direct, jobs.iter().map(|j| j.event_seq).collect()).await?;
+        let found = super::sqlite_queue::load_events(direct, seqs).await?;
         return Ok(found.into_iter().map(|(seq, (p, at))| (seq, (parse(&p), at))).collect());
     }
-    let mut events = HashMap::with_capacity(jobs.len());
-    for part in jobs.chunks(100) {
+    let mut events = HashMap::with_capacity(seqs.len());
+    for part in seqs.chunks(100) {
         let marks: Vec<String> = (1..=part.len()).map(|i| format!("${i}")).collect();
         let sql = format!("SELECT seq, payload, received_at FROM events WHERE seq IN ({})", marks.join(", "));
         let mut q = sqlx::query_as::<_, (i64, String, i64)>(&sql);
-        for job in part {
-            q = q.bind(job.event_seq);
+        for seq in part {
+            q = q.bind(*seq);
         }
         for (seq, p, at) in q.fetch_all(store.pool()).await? {
             events.insert(seq, (parse(&p), at));
@@ -198,6 +202,9 @@ pub struct DeliveryOut {
     pub created_at: i64,
     pub updated_at: i64,
     pub reason: Option<String>,
+    /// A delivery of a batch of events routed together: how many (each is listed, with this id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<i64>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -228,7 +235,7 @@ pub async fn deliveries(store: &Store, destination_id: &str, state: Option<&str>
     // Dead letters are read through their own (partial) index, which needs the state written out.
     let by_state = if state == Some("dead") { "state = 'dead' AND $2 = 'dead'".to_string() } else { format!("($2 = '' OR {shown} = $2)") };
     let sql = format!(
-        "SELECT id, message_id, {shown} AS state, attempts, next_attempt_at, created_at, updated_at, reason FROM deliveries \
+        "SELECT id, message_id, {shown} AS state, attempts, next_attempt_at, created_at, updated_at, reason, members FROM deliveries \
          WHERE destination_id = $1 AND {by_state} ORDER BY event_seq DESC, id DESC LIMIT $3"
     );
     let mut q = sqlx::query(&sql).bind(destination_id).bind(state.unwrap_or("")).bind(limit).bind(now);
@@ -236,20 +243,33 @@ pub async fn deliveries(store: &Store, destination_id: &str, state: Option<&str>
         q = q.bind(leased);
     }
     let rows = q.fetch_all(store.pool()).await?;
-    rows.iter()
-        .map(|r| {
-            Ok(DeliveryOut {
-                id: get(r, "id")?,
-                message_id: get(r, "message_id")?,
-                state: get(r, "state")?,
-                attempts: get::<i64>(r, "attempts")?,
-                next_attempt_at: get(r, "next_attempt_at")?,
-                created_at: get(r, "created_at")?,
-                updated_at: get(r, "updated_at")?,
-                reason: get(r, "reason")?,
-            })
-        })
-        .collect()
+    // A batch row is listed once per event, newest first.
+    let mut members = Vec::with_capacity(rows.len());
+    for r in &rows {
+        members.push(super::batch_rows::parse(get(r, "members")?));
+    }
+    let seqs: Vec<i64> = members.iter().flatten().copied().collect();
+    let ids = if seqs.is_empty() { HashMap::new() } else { super::batch_rows::message_ids(&mut *store.pool().acquire().await?, &seqs).await? };
+    let mut out = Vec::with_capacity(rows.len());
+    for (r, members) in rows.iter().zip(members) {
+        let one = DeliveryOut {
+            id: get(r, "id")?,
+            message_id: get(r, "message_id")?,
+            state: get(r, "state")?,
+            attempts: get::<i64>(r, "attempts")?,
+            next_attempt_at: get(r, "next_attempt_at")?,
+            created_at: get(r, "created_at")?,
+            updated_at: get(r, "updated_at")?,
+            reason: get(r, "reason")?,
+            batch: (!members.is_empty()).then_some(members.len() as i64),
+        };
+        for seq in members.iter().skip(1).rev() {
+            out.push(DeliveryOut { message_id: ids.get(seq).cloned().unwrap_or_default(), reason: one.reason.clone(), id: one.id.clone(), state: one.state.clone(), ..one });
+        }
+        out.push(one);
+    }
+    out.truncate(limit as usize);
+    Ok(out)
 }
 
 /// Attempts of a destination (or of one event), newest first.
@@ -263,14 +283,31 @@ pub async fn attempts(store: &Store, destination_id: &str, message_id: Option<&s
         }
         Backend::Postgres => "",
     };
-    let rows = sqlx::query(&format!(
-        "SELECT * FROM attempts WHERE destination_id = $1 AND ($2 = '' OR message_id = $2{bulk}) ORDER BY at DESC, id DESC LIMIT $3",
-    ))
-    .bind(destination_id)
-    .bind(message_id.unwrap_or(""))
-    .bind(limit)
-    .fetch_all(store.pool())
-    .await?;
+    // An event of a batch row: that row's attempts (its requests, or pointers to them).
+    let mut held = String::new();
+    let mut rows_of = Vec::new();
+    if let Some(m) = message_id {
+        let mut conn = store.pool().acquire().await?;
+        let seqs: Vec<i64> = sqlx::query_scalar(
+            "SELECT e.seq FROM events e JOIN destination_sources s ON s.source_id = e.source_id WHERE s.destination_id = $1 AND e.message_id = $2",
+        )
+        .bind(destination_id)
+        .bind(m)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows_of = super::batch_rows::containers(&mut conn, Some(destination_id), &seqs).await?.into_iter().map(|(id, _, _)| id).collect();
+        if !rows_of.is_empty() {
+            let marks: Vec<String> = (0..rows_of.len()).map(|i| format!("${}", i + 4)).collect();
+            let marks = marks.join(", ");
+            held = format!(" OR delivery_id IN ({marks}) OR id IN (SELECT attempt_id FROM deliveries WHERE id IN ({marks}) AND attempt_id IS NOT NULL)");
+        }
+    }
+    let sql = format!("SELECT * FROM attempts WHERE destination_id = $1 AND ($2 = '' OR message_id = $2{bulk}{held}) ORDER BY at DESC, id DESC LIMIT $3");
+    let mut q = sqlx::query(&sql).bind(destination_id).bind(message_id.unwrap_or("")).bind(limit);
+    for id in &rows_of {
+        q = q.bind(id);
+    }
+    let rows = q.fetch_all(store.pool()).await?;
     rows.iter()
         .map(|r| {
             let request: String = get(r, "request")?;
@@ -372,7 +409,7 @@ pub async fn discard(store: &Store, destination_id: &str, ids: Option<&[String]>
 pub async fn depth(store: &Store) -> anyhow::Result<(i64, i64)> {
     let mut tx = store.pool().begin().await?;
     on_indexes(store, &mut tx, "SET LOCAL enable_seqscan = off; SET LOCAL max_parallel_workers_per_gather = 0").await?;
-    let row = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries WHERE state IN ('pending', 'retrying')").fetch_one(&mut *tx).await?;
+    let row = sqlx::query("SELECT CAST(COALESCE(SUM(events), 0) AS BIGINT) AS n, MIN(created_at) AS oldest FROM deliveries WHERE state IN ('pending', 'retrying')").fetch_one(&mut *tx).await?;
     tx.commit().await?;
     let n = row.try_get::<i64, _>("n").unwrap_or(0);
     let oldest = row.try_get::<Option<i64>, _>("oldest").ok().flatten();
@@ -399,6 +436,7 @@ pub struct Written {
     pub count: i64,
     pub next_attempt_at: i64,
     pub reason: Option<String>,
+    pub shape: super::batch_rows::Shape,
 }
 
 pub struct AttemptRec {
@@ -438,7 +476,8 @@ pub async fn write_results(store: &Store, destination_id: &str, results: Vec<Wri
         }
         q.execute(&mut *tx).await?;
     }
-    let succeeded: Vec<&Written> = results.iter().filter(|w| w.state == "succeeded" && w.count == w.job.attempts + 1).collect();
+    let settled_as_one = |w: &&Written| w.state == "succeeded" && w.count == w.job.attempts + 1;
+    let succeeded: Vec<&Written> = results.iter().filter(|w| w.shape != Shape::New).filter(settled_as_one).collect();
     for part in succeeded.chunks(100) {
         let marks: Vec<String> = (0..part.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
@@ -452,7 +491,28 @@ pub async fn write_results(store: &Store, destination_id: &str, results: Vec<Wri
         }
         q.execute(&mut *tx).await?;
     }
-    for w in results.iter().filter(|w| !(w.state == "succeeded" && w.count == w.job.attempts + 1)) {
+    for w in results.iter().filter(|w| w.shape == Shape::Single) {
+        sqlx::query("UPDATE deliveries SET members = NULL, events = 1 WHERE id = $1").bind(&w.job.id).execute(&mut *tx).await?;
+    }
+    for w in results.iter().filter(|w| w.shape == Shape::New) {
+        sqlx::query(
+            "INSERT INTO deliveries (id, destination_id, event_seq, message_id, state, attempts, next_attempt_at, created_at, updated_at, reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&w.job.id)
+        .bind(&w.job.destination_id)
+        .bind(w.job.event_seq)
+        .bind(&w.job.message_id)
+        .bind(w.state)
+        .bind(w.count)
+        .bind(w.next_attempt_at)
+        .bind(w.job.created_at)
+        .bind(now)
+        .bind(&w.reason)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for w in results.iter().filter(|w| w.shape != Shape::New && !settled_as_one(w)) {
         sqlx::query("UPDATE deliveries SET state = $1, attempts = $2, next_attempt_at = $3, reason = $4, lease_until = NULL, updated_at = $5 WHERE id = $6")
             .bind(w.state)
             .bind(w.count)

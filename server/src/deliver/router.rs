@@ -4,7 +4,7 @@
 //! once even across crashes. On PostgreSQL several writers can commit out of order: a gap in `seq`
 //! is waited for (up to a few seconds, then taken as a rolled-back insert).
 
-use super::sqlite_queue;
+use super::{batch_rows, sqlite_queue};
 use crate::integrations::{route, Integrations, Loaded};
 use crate::store::{get, new_id, now_ms, Backend, Store};
 use sqlx::Row;
@@ -20,7 +20,7 @@ const ROUTED: usize = 500;
 /// On PostgreSQL a step costs round trips (the scan, the events, the inserts, the commit) more
 /// than rows: larger steps keep the one router ahead of several claiming workers.
 const ROUTED_PG: usize = 2000;
-/// Rows per multi-row insert of deliveries (7 parameters each).
+/// Rows per multi-row insert of deliveries (9 parameters each).
 const INSERT_ROWS: usize = 100;
 const GAP_WAIT: Duration = Duration::from_secs(5);
 
@@ -31,6 +31,8 @@ struct Dest {
     filters: Value,
     ordered: bool,
     only_changed_traits: bool,
+    /// Events per batch row (1: a row per event): see `batch_rows`.
+    group: usize,
 }
 
 pub struct Router {
@@ -69,13 +71,19 @@ impl Router {
             let delivery: String = get(r, "delivery")?;
             let patch: super::schedule::PolicyPatch = serde_json::from_str(&delivery).unwrap_or_default();
             let ordered = patch.ordered.unwrap_or(loaded.manifest.capabilities.ordering);
+            let only_changed_traits = serde_json::from_str::<model::integration::filters::Filters>(&filters).is_ok_and(|f| f.only_changed_traits);
+            // Batch rows for destinations that batch, unless they keep order per user or compare
+            // traits (both decided per event).
+            let batching = loaded.manifest.capabilities.batching.as_ref().filter(|_| !ordered && !only_changed_traits);
+            let group = batching.map_or(1, |b| patch.batch_size.unwrap_or(b.default_size.unwrap_or(b.max_size)).clamp(1, b.max_size.max(1)) as usize);
             by_source.entry(get(r, "source_id")?).or_default().push(Dest {
                 id: get(r, "id")?,
                 name: get(r, "name")?,
                 loaded: loaded.clone(),
-                only_changed_traits: serde_json::from_str::<model::integration::filters::Filters>(&filters).is_ok_and(|f| f.only_changed_traits),
+                only_changed_traits,
                 filters: serde_json::from_str(&filters).unwrap_or_default(),
                 ordered,
+                group,
             });
         }
         Ok(by_source)
@@ -106,9 +114,16 @@ impl Router {
                 let reason = route::filtered(&d.loaded, &d.name, &d.filters, event);
                 let traits = (reason.is_none() && d.only_changed_traits && event.get("type").and_then(Value::as_str) == Some("identify")).then_some(event);
                 let lane = d.ordered.then(|| lane(event)).flatten();
-                rows_out.push((NewDelivery { destination_id: &d.id, seq: *seq, message_id: message_id.clone(), lane, state: "pending", reason }, traits));
+                rows_out.push((NewDelivery { destination_id: &d.id, seq: *seq, message_id: message_id.clone(), lane, state: "pending", reason, members: Vec::new() }, traits));
             }
         }
+        let sizes: HashMap<&str, usize> = dests.values().flatten().map(|d| (d.id.as_str(), d.group)).collect();
+        let keys: Vec<(&str, i64, bool)> = rows_out.iter().map(|(d, t)| (d.destination_id, d.seq, d.reason.is_none() && t.is_none())).collect();
+        let grouped = batch_rows::group(&keys, |d| sizes[d]);
+        let rows_out: Vec<_> = rows_out.into_iter().zip(grouped).filter_map(|((mut d, t), m)| m.map(|m| {
+            d.members = m;
+            (d, t)
+        })).collect();
 
         let _turn = self.store.write_turn().await;
         let mut tx = self.store.begin().await?;
@@ -170,9 +185,16 @@ impl Router {
                 let reason = route::filtered(&d.loaded, &d.name, &d.filters, &event);
                 let traits = (reason.is_none() && d.only_changed_traits && event.get("type").and_then(Value::as_str) == Some("identify")).then(|| traits_key(&event)).flatten();
                 let lane = d.ordered.then(|| lane(&event)).flatten();
-                rows.push(sqlite_queue::NewRow { destination_id: d.id.clone(), seq, message_id: message_id.clone(), lane, reason, traits });
+                rows.push(sqlite_queue::NewRow { destination_id: d.id.clone(), seq, message_id: message_id.clone(), lane, reason, traits, members: Vec::new() });
             }
         }
+        let sizes: HashMap<&str, usize> = dests.values().flatten().map(|d| (d.id.as_str(), d.group)).collect();
+        let keys: Vec<(&str, i64, bool)> = rows.iter().map(|r| (r.destination_id.as_str(), r.seq, r.reason.is_none() && r.traits.is_none())).collect();
+        let grouped = batch_rows::group(&keys, |d| sizes[d]);
+        let rows: Vec<sqlite_queue::NewRow> = rows.into_iter().zip(grouped).filter_map(|(mut r, m)| m.map(|m| {
+            r.members = m;
+            r
+        })).collect();
         if rows.is_empty() && self.saved_at.elapsed() < SAVE_EVERY {
             self.unsaved = Some(last);
             return Ok(Routed::default());
@@ -290,20 +312,23 @@ struct NewDelivery<'a> {
     lane: Option<String>,
     state: &'static str,
     reason: Option<String>,
+    members: Vec<i64>,
 }
 
 /// Inserts new deliveries, many rows per statement.
 async fn insert_deliveries(conn: &mut sqlx::AnyConnection, rows: &[NewDelivery<'_>], now: i64) -> anyhow::Result<()> {
     for part in rows.chunks(INSERT_ROWS) {
         let marks: Vec<String> =
-            (0..part.len()).map(|i| format!("${}, ${}, ${}, ${}, ${}, ${}, 0, $1, $1, $1, ${}", i * 7 + 2, i * 7 + 3, i * 7 + 4, i * 7 + 5, i * 7 + 6, i * 7 + 7, i * 7 + 8)).collect();
+            (0..part.len()).map(|i| format!("${}, ${}, ${}, ${}, ${}, ${}, 0, $1, $1, $1, ${}, ${}, ${}", i * 9 + 2, i * 9 + 3, i * 9 + 4, i * 9 + 5, i * 9 + 6, i * 9 + 7, i * 9 + 8, i * 9 + 9, i * 9 + 10)).collect();
         let sql = format!(
-            "INSERT INTO deliveries (id, destination_id, event_seq, message_id, order_key, state, attempts, next_attempt_at, created_at, updated_at, reason) VALUES ({})",
+            "INSERT INTO deliveries (id, destination_id, event_seq, message_id, order_key, state, attempts, next_attempt_at, created_at, updated_at, reason, members, events) VALUES ({})",
             marks.join("), (")
         );
         let mut q = sqlx::query(&sql).bind(now);
         for d in part {
+            let members = (!d.members.is_empty()).then(|| serde_json::to_string(&d.members).unwrap_or_default());
             q = q.bind(new_id("dlv")).bind(d.destination_id).bind(d.seq).bind(&d.message_id).bind(&d.lane).bind(d.state).bind(&d.reason);
+            q = q.bind(members).bind(d.members.len().max(1) as i64);
         }
         q.execute(&mut *conn).await?;
     }

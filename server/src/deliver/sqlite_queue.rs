@@ -2,6 +2,7 @@
 //! (`store::direct`): the same statements as the sqlx path in `queue` and `router`, prepared once
 //! and run a row at a time on one thread, each claim or result write in one hand-off.
 
+use super::batch_rows::Shape;
 use super::queue::{Job, Written};
 use crate::store::direct::{write, Direct};
 use crate::store::{new_id, now_ms};
@@ -39,6 +40,7 @@ pub async fn claim(direct: &Direct, sql: &str, claimable: &str, turn: usize, lim
                             message_id: r.get("message_id")?,
                             attempts: r.get("attempts")?,
                             created_at: r.get("created_at")?,
+                            members: super::batch_rows::parse(r.get("members")?),
                         })
                     })?;
                     let mut taken = 0;
@@ -106,6 +108,17 @@ pub async fn write_results(direct: &Direct, destination_id: String, results: Vec
                                 attempt.execute(params![a.id, j.id, j.destination_id, j.message_id, now, a.latency_ms, a.outcome, a.status, a.request, a.response])?;
                             }
                         }
+                    }
+                    if w.shape == Shape::New {
+                        tx.prepare_cached(
+                            "INSERT INTO deliveries (id, destination_id, event_seq, message_id, state, attempts, next_attempt_at, created_at, updated_at, reason, attempt_id) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        )?
+                        .execute(params![j.id, j.destination_id, j.event_seq, j.message_id, w.state, w.count, w.next_attempt_at, j.created_at, now, w.reason, bulk])?;
+                        continue;
+                    }
+                    if w.shape == Shape::Single {
+                        tx.prepare_cached("UPDATE deliveries SET members = NULL, events = 1 WHERE id = ?1")?.execute([&j.id])?;
                     }
                     if w.state == "succeeded" && w.count == j.attempts + 1 {
                         succeeded.execute(params![now, j.id, bulk])?;
@@ -176,6 +189,8 @@ pub struct NewRow {
     pub reason: Option<String>,
     /// For "only when traits changed": the user and the hash of the traits.
     pub traits: Option<(String, String)>,
+    /// A batch row's events (see `batch_rows`); empty for a row of one event.
+    pub members: Vec<i64>,
 }
 
 /// Moves the router's position from `from` to `to` (nothing happens when it is no longer at
@@ -190,8 +205,8 @@ pub async fn route(direct: &Direct, from: i64, to: i64, rows: Vec<NewRow>) -> an
                     return Ok(None);
                 }
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO deliveries (id, destination_id, event_seq, message_id, order_key, state, attempts, next_attempt_at, created_at, updated_at, reason) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7, ?7, ?8)",
+                    "INSERT INTO deliveries (id, destination_id, event_seq, message_id, order_key, state, attempts, next_attempt_at, created_at, updated_at, reason, members, events) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7, ?7, ?8, ?9, ?10)",
                 )?;
                 let mut pending = 0;
                 for mut d in rows {
@@ -200,7 +215,8 @@ pub async fn route(direct: &Direct, from: i64, to: i64, rows: Vec<NewRow>) -> an
                     }
                     let state = if d.reason.is_some() { "filtered" } else { "pending" };
                     pending += usize::from(d.reason.is_none());
-                    insert.execute(params![new_id("dlv"), d.destination_id, d.seq, d.message_id, d.lane, state, now, d.reason])?;
+                    let members = (!d.members.is_empty()).then(|| serde_json::to_string(&d.members).unwrap_or_default());
+                    insert.execute(params![new_id("dlv"), d.destination_id, d.seq, d.message_id, d.lane, state, now, d.reason, members, d.members.len().max(1) as i64])?;
                 }
                 Ok(Some(pending))
             })

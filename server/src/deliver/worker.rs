@@ -2,6 +2,7 @@
 //! send it through the transport, record the attempt, and decide: done, retry later (schedule,
 //! `Retry-After`, a 429/503 pausing the whole destination), or dead-letter.
 
+use super::batch_rows;
 use super::queue::{self, AttemptRec, Job, Written};
 use super::schedule::{PolicyPatch, RetryPolicy};
 use crate::integrations::{handlers, sample, Integrations};
@@ -70,12 +71,15 @@ impl Worker {
     /// Delivers claimed jobs of one destination: in batches where the integration batches,
     /// otherwise one by one, up to the destination's concurrency; then writes every attempt and
     /// new state in one transaction.
-    pub async fn run_group(&self, jobs: Vec<Job>) -> anyhow::Result<()> {
-        let Some(first) = jobs.first() else { return Ok(()) };
+    pub async fn run_group(&self, claimed: Vec<Job>) -> anyhow::Result<()> {
+        let Some(first) = claimed.first() else { return Ok(()) };
         let mut conn = self.store.pool().acquire().await?;
         let Some(row) = crate::store::destination(&mut conn, &first.destination_id).await? else { return Ok(()) };
         drop(conn);
-        let events = queue::load_events(&self.store, &jobs).await?;
+        let events = queue::load_events(&self.store, batch_rows::seqs(&claimed)).await?;
+        // One job per event from here on; `settle` writes them back per row.
+        let jobs = batch_rows::expand(&claimed, &events);
+        let claimed = &claimed;
         let loaded = self.integrations.catalog.get(&row.integration).cloned();
         let ready = match &loaded {
             Some(l) => Some(self.ready.get(&self.integrations, &row, l)?),
@@ -95,7 +99,7 @@ impl Worker {
             let due = (oldest / r.batch_wait_ms + 1) * r.batch_wait_ms;
             if due > now_ms() {
                 let done = jobs.into_iter().map(|j| (j, Verdict::Deferred(due), Vec::new())).collect();
-                return self.settle(done, &row, &patch, &policy, &events).await;
+                return self.settle(claimed, done, &row, &patch, &policy, &events).await;
             }
         }
         let chunks: Vec<Vec<Job>> = jobs.chunks(size).map(<[Job]>::to_vec).collect();
@@ -112,7 +116,7 @@ impl Worker {
                 Err(e) => tracing::warn!(destination = %row.name, error = %e, "delivery failed; the lease will bring it back"),
             }
         }
-        self.settle(done, row, &patch, &policy, events).await
+        self.settle(claimed, done, row, &patch, &policy, events).await
     }
 
     /// Delivers jobs of one destination as one batch (or one job); nothing is written here.
@@ -145,6 +149,7 @@ impl Worker {
     /// the circuit breaker and the alerts.
     async fn settle(
         &self,
+        claimed: &[Job],
         done: Vec<(Job, Verdict, Vec<AttemptRec>)>,
         row: &crate::store::DestinationRow,
         patch: &PolicyPatch,
@@ -200,8 +205,9 @@ impl Worker {
                     }
                 }
             };
-            written.push(Written { job, attempts, state, count, next_attempt_at: next, reason });
+            written.push(Written { job, attempts, state, count, next_attempt_at: next, reason, shape: batch_rows::Shape::Same });
         }
+        let written = batch_rows::collapse(claimed, written);
         let last = written.iter().rev().find_map(|w| w.reason.clone()).unwrap_or_default();
         let in_a_row = queue::write_results(&self.store, &row.id, written, delivered, failures, pause_until).await?;
         if failures > 0 && in_a_row >= patch.breaker_failures.unwrap_or(20) as i64 {

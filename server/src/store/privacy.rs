@@ -45,6 +45,9 @@ impl Store {
             sqlx::query("DELETE FROM destination_traits WHERE user_key = $1").bind(value).execute(&mut *tx).await?;
             // The attempt log holds copies of the events in its requests: it goes first.
             let of_user = format!("SELECT seq FROM events WHERE {column} = $1");
+            // Batch rows holding the user's events lose them first (with their logged requests).
+            let seqs: Vec<i64> = sqlx::query_scalar(&of_user).bind(value).fetch_all(&mut *tx).await?;
+            out.deliveries_deleted += crate::deliver::batch_rows::forget(&mut *tx, &seqs).await?;
             sqlx::query(&format!(
                 "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq IN ({of_user})) \
                  OR id IN (SELECT attempt_id FROM deliveries WHERE attempt_id IS NOT NULL AND event_seq IN ({of_user}))"

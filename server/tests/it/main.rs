@@ -3,6 +3,7 @@
 mod harness;
 
 mod accounts;
+mod batch_rows;
 mod batching;
 mod brokers;
 mod catalog;
