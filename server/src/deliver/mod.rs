@@ -102,7 +102,7 @@ async fn claim_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut last_sample = std::time::Instant::now() - Duration::from_secs(60);
-    let mut limit = CLAIM;
+    let (mut limit, mut per_row) = (CLAIM, 1);
     loop {
         if *shutdown.borrow() {
             break;
@@ -114,7 +114,7 @@ async fn claim_loop(
                 metrics::gauge!("switchyard_queue_oldest_age_seconds").set(oldest as f64 / 1000.0);
             }
         }
-        let jobs = match queue::claim(&store, limit, lease_ms).await {
+        let jobs = match queue::claim(&store, limit, (limit / per_row).max(2), lease_ms).await {
             Ok(j) => j,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot claim deliveries");
@@ -132,11 +132,11 @@ async fn claim_loop(
             }
             continue;
         }
-        let full = jobs.len() as i64 == limit;
-        // Limits count events: a batch row holds many, so the next claim takes fewer rows.
+        // Limits count events; a batch row holds many, so the next claim looks at fewer rows.
         let events: usize = jobs.iter().map(|j| j.members.len().max(1)).sum();
-        let per_row = (events / jobs.len()).max(1) as i64;
-        limit = ((if full { CLAIM_BACKLOG } else { CLAIM }) / per_row).max(2);
+        let full = events as i64 >= limit;
+        per_row = (events / jobs.len()).max(1) as i64;
+        limit = if full { CLAIM_BACKLOG } else { CLAIM };
         if full {
             routed.notify_one();
         }

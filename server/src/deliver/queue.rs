@@ -33,14 +33,18 @@ pub struct Job {
 /// the destinations taken in turn from a rotating start until the claim is full: a paused
 /// destination's backlog is never walked, and one destination's backlog does not hold back the
 /// others.
-pub async fn claim(store: &Store, limit: i64, lease_ms: i64) -> anyhow::Result<Vec<Job>> {
+///
+/// `limit` counts events (a batch row counts its events). On PostgreSQL, which locks every row a
+/// claim looks at, `rows` caps them (from what the caller saw of rows' sizes); a SQLite claim
+/// reads rows one at a time until it has its events.
+pub async fn claim(store: &Store, limit: i64, rows: i64, lease_ms: i64) -> anyhow::Result<Vec<Job>> {
     // On PostgreSQL the ids go through an array, so the update finds its rows by primary key
     // whatever the planner thinks of the queue's size (a semi-join could scan the whole table).
     let (ids, close, lock) = match store.backend() {
         Backend::Postgres => ("= ANY(ARRAY(", "))", "FOR UPDATE OF d SKIP LOCKED"),
         Backend::Sqlite => ("IN (", ")", ""),
     };
-    // $1: the lease's end, $2: now, $3: how many, $4: the destination.
+    // $1: the lease's end, $2: now, $3: how many events, $4: the destination, $5: how many rows.
     let due = "FROM deliveries d JOIN destinations x ON x.id = d.destination_id
             WHERE d.destination_id = $4 AND d.state IN ('pending', 'retrying') AND d.next_attempt_at <= $2
               AND (d.lease_until IS NULL OR d.lease_until <= $2)
@@ -49,7 +53,7 @@ pub async fn claim(store: &Store, limit: i64, lease_ms: i64) -> anyhow::Result<V
               AND (d.order_key IS NULL OR NOT EXISTS (
                   SELECT 1 FROM deliveries e WHERE e.destination_id = d.destination_id AND e.order_key = d.order_key
                     AND e.event_seq < d.event_seq AND e.state IN ('pending', 'retrying')))
-            ORDER BY d.next_attempt_at, d.event_seq LIMIT $3";
+            ORDER BY d.next_attempt_at, d.event_seq LIMIT $5";
     static TURN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let turn = TURN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut jobs = match store.direct() {
@@ -59,11 +63,14 @@ pub async fn claim(store: &Store, limit: i64, lease_ms: i64) -> anyhow::Result<V
             super::sqlite_queue::claim(direct, &sql, CLAIMABLE, turn, limit, lease_ms).await?
         }
         None => {
+            // The rows in due order up to `limit` events (the row that reaches it included).
             let sql = format!(
-                "UPDATE deliveries SET lease_until = $1, updated_at = $2 WHERE id {ids}SELECT d.id {due} {lock}{close}
-                 RETURNING id, destination_id, event_seq, message_id, attempts, created_at, members"
+                "UPDATE deliveries SET lease_until = $1, updated_at = $2 WHERE id {ids}SELECT id FROM (
+                    SELECT id, SUM(events) OVER (ORDER BY next_attempt_at, event_seq ROWS UNBOUNDED PRECEDING) - events AS before
+                    FROM (SELECT d.id, d.events, d.next_attempt_at, d.event_seq {due} {lock}) l) w WHERE before < $3{close}
+                 RETURNING id, destination_id, event_seq, message_id, attempts, created_at, members, events"
             );
-            claim_pooled(store, &sql, turn, limit, lease_ms).await?
+            claim_pooled(store, &sql, turn, limit, rows, lease_ms).await?
         }
     };
     jobs.sort_by_key(|j| j.event_seq);
@@ -90,7 +97,7 @@ async fn on_indexes(store: &Store, tx: &mut sqlx::Transaction<'_, sqlx::Any>, se
     Ok(())
 }
 
-async fn claim_pooled(store: &Store, sql: &str, turn: usize, limit: i64, lease_ms: i64) -> anyhow::Result<Vec<Job>> {
+async fn claim_pooled(store: &Store, sql: &str, turn: usize, limit: i64, max_rows: i64, lease_ms: i64) -> anyhow::Result<Vec<Job>> {
     let now = now_ms();
     let _turn = store.write_turn().await;
     let mut tx = store.begin().await?;
@@ -100,12 +107,17 @@ async fn claim_pooled(store: &Store, sql: &str, turn: usize, limit: i64, lease_m
     on_indexes(store, &mut tx, "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off").await?;
     let destinations: Vec<String> = sqlx::query_scalar(CLAIMABLE).bind(now).fetch_all(&mut *tx).await?;
     let mut rows = Vec::new();
+    let mut events = 0;
     for i in rotation(destinations.len(), turn) {
-        let left = limit - rows.len() as i64;
+        let left = limit - events;
         if left <= 0 {
             break;
         }
-        rows.extend(sqlx::query(sql).bind(now + lease_ms).bind(now).bind(left).bind(&destinations[i]).fetch_all(&mut *tx).await?);
+        let found = sqlx::query(sql).bind(now + lease_ms).bind(now).bind(left).bind(&destinations[i]).bind(max_rows.min(left)).fetch_all(&mut *tx).await?;
+        for r in &found {
+            events += get::<i64>(r, "events").unwrap_or(1);
+        }
+        rows.extend(found);
     }
     tx.commit().await?;
     rows.iter()

@@ -26,13 +26,14 @@ pub async fn claim(direct: &Direct, sql: &str, claimable: &str, turn: usize, lim
             let destinations: Vec<String> = conn.prepare_cached(&claimable)?.query_map([now], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
             let mut st = conn.prepare_cached(&sql)?;
             leases.with(now, |held| {
-                let mut jobs = Vec::new();
+                let (mut jobs, mut events) = (Vec::new(), 0);
                 for i in super::queue::rotation(destinations.len(), turn) {
-                    let left = limit - jobs.len() as i64;
+                    let left = limit - events;
                     if left <= 0 {
                         break;
                     }
-                    let rows = st.query_map(params![now + lease_ms, now, left + held.len() as i64, destinations[i]], |r| {
+                    // Rows are read one at a time and only until the claim has its events.
+                    let rows = st.query_map(params![now + lease_ms, now, left, destinations[i], left + held.len() as i64], |r| {
                         Ok(Job {
                             id: r.get("id")?,
                             destination_id: r.get("destination_id")?,
@@ -43,15 +44,14 @@ pub async fn claim(direct: &Direct, sql: &str, claimable: &str, turn: usize, lim
                             members: super::batch_rows::parse(r.get("members")?),
                         })
                     })?;
-                    let mut taken = 0;
                     for job in rows {
                         let job = job?;
                         if held.contains_key(&job.id) {
                             continue;
                         }
+                        events += job.members.len().max(1) as i64;
                         jobs.push(job);
-                        taken += 1;
-                        if taken == left {
+                        if events >= limit {
                             break;
                         }
                     }
