@@ -1,8 +1,9 @@
 //! Batch rows: a destination that batches and keeps no order per user gets one delivery row per
 //! batch of events the router routes together, so a batch costs one row to route, claim and settle
 //! instead of one per event. A worker sends a row's events like any others. When they all end
-//! alike (delivered, or all retrying or dead for the same reason) the row is settled as one;
-//! otherwise it is split into a row per event, from where each goes its own way. The API lists a
+//! alike (delivered, or all retrying or deferred for the same reason) the row is settled as one;
+//! otherwise, and when they are dead, it is split into a row per event, from where each goes its
+//! own way. The API lists a
 //! batch row once per event, and finds an event's attempts through the row that holds it.
 
 use super::queue::{Job, Written};
@@ -100,7 +101,8 @@ pub fn collapse(rows: &[Job], written: Vec<Written>) -> Vec<Written> {
     }
     for (id, mut parts) in of_row {
         let row = batches[id.as_str()];
-        let alike = parts.iter().all(|w| w.state == parts[0].state && w.count == parts[0].count && w.reason == parts[0].reason);
+        // Dead letters always get rows of their own, so they are replayed and discarded one by one.
+        let alike = parts[0].state != "dead" && parts.iter().all(|w| w.state == parts[0].state && w.count == parts[0].count && w.reason == parts[0].reason);
         if alike && parts.len() == row.members.len() {
             let mut attempts: Vec<_> = parts.iter_mut().flat_map(|w| std::mem::take(&mut w.attempts)).collect();
             if attempts.iter().any(|a| a.bulk_of.is_none()) {

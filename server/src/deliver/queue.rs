@@ -85,6 +85,14 @@ pub(super) fn rotation(n: usize, turn: usize) -> impl Iterator<Item = usize> {
     (0..n).map(move |i| (turn + i) % n.max(1))
 }
 
+/// The queue's own transactions on PostgreSQL (routing, claims, results) do not wait for their
+/// commit to reach the disk: events are stored durably by ingest, and what these write is derived
+/// from them. If the last fraction of a second of them is lost (a crash of PostgreSQL or of the
+/// machine), events are routed again (the position and the deliveries move together), a lease
+/// is taken again, or an event delivered again (at least once). That wait was most of a delivery's
+/// latency at low load.
+pub(super) const QUEUE_COMMIT: &str = "SET LOCAL synchronous_commit = off";
+
 /// PostgreSQL plans the queue's statements from statistics that lag behind a table growing from
 /// empty: a plan made while `deliveries` was small, kept by a prepared statement, scanned the whole
 /// table for each of a claim's ids (a third of the database's time while draining a backlog).
@@ -104,7 +112,7 @@ async fn claim_pooled(store: &Store, sql: &str, turn: usize, limit: i64, max_row
     // Walk the due index in order and stop at the limit: a bitmap scan (which the planner picks
     // when its statistics lag behind a growing queue) reads every entry the index still holds for
     // claimed and finished deliveries, 10 to 100 ms a claim under load.
-    on_indexes(store, &mut tx, "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off").await?;
+    on_indexes(store, &mut tx, &format!("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; {QUEUE_COMMIT}")).await?;
     let destinations: Vec<String> = sqlx::query_scalar(CLAIMABLE).bind(now).fetch_all(&mut *tx).await?;
     let mut rows = Vec::new();
     let mut events = 0;
@@ -472,7 +480,7 @@ pub async fn write_results(store: &Store, destination_id: &str, results: Vec<Wri
     let now = now_ms();
     let _turn = store.write_turn().await;
     let mut tx = store.begin().await?;
-    on_indexes(store, &mut tx, "SET LOCAL enable_seqscan = off").await?;
+    on_indexes(store, &mut tx, &format!("SET LOCAL enable_seqscan = off; {QUEUE_COMMIT}")).await?;
     // Attempts in multi-row inserts; succeeded deliveries in one update; the rest one by one.
     let rows: Vec<(&Written, &AttemptRec)> = results.iter().flat_map(|w| w.attempts.iter().map(move |a| (w, a))).collect();
     for part in rows.chunks(25) {

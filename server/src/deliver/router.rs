@@ -127,6 +127,9 @@ impl Router {
 
         let _turn = self.store.write_turn().await;
         let mut tx = self.store.begin().await?;
+        if self.store.backend() == Backend::Postgres {
+            sqlx::query(super::queue::QUEUE_COMMIT).execute(&mut *tx).await?;
+        }
         let moved = sqlx::query("UPDATE router_state SET position = $1 WHERE name = 'events' AND position = $2")
             .bind(last)
             .bind(position)

@@ -136,3 +136,23 @@ async fn a_deleted_users_events_leave_their_batch(db: Db) {
     assert_eq!(left.len(), 3, "{left:?}");
 }
 both!(a_deleted_users_events_leave_their_batch);
+
+async fn a_dead_batch_leaves_a_dead_letter_per_event(db: Db) {
+    let (_env, w) = world(db, json!({"batch_size": 3, "batch_wait_ms": 100})).await;
+    w.rx.answer(&[(400, None)]);
+    send(&w, &[("d0", "u1", json!({})), ("d1", "u2", json!({})), ("d2", "u3", json!({}))]).await;
+    let all = settled(&w, 3).await;
+    assert!(all.values().all(|(_, s, _)| s == "dead"), "{all:?}");
+    let ids: std::collections::HashSet<&String> = all.values().map(|(id, _, _)| id).collect();
+    assert_eq!(ids.len(), 3, "a row each: {all:?}");
+    // Replaying one dead letter sends that event alone.
+    let c = w.server.client();
+    let r = c.post(w.server.at(&format!("/api/destinations/{}/dead-letter/replay", w.dest))).bearer_auth(&w.token).json(&json!({"ids": [all["d1"].0]})).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let got = w.rx.wait_for(2, 10).await;
+    let sent: Vec<String> = serde_json::from_slice::<Value>(&got[1].body).unwrap().as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(sent, ["d1"]);
+    let all = settled(&w, 3).await;
+    assert_eq!((all["d0"].1.as_str(), all["d1"].1.as_str(), all["d2"].1.as_str()), ("dead", "succeeded", "dead"));
+}
+both!(a_dead_batch_leaves_a_dead_letter_per_event);
