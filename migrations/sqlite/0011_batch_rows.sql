@@ -3,3 +3,6 @@
 -- counts them. A batch whose events end differently is split into one row per event.
 ALTER TABLE deliveries ADD COLUMN members TEXT;
 ALTER TABLE deliveries ADD COLUMN events BIGINT NOT NULL DEFAULT 1;
+-- How many events an attempt's request carried: an event of a batch row finds the row's requests
+-- of several events; its requests of one event are logged under its own messageId.
+ALTER TABLE attempts ADD COLUMN events BIGINT NOT NULL DEFAULT 1;

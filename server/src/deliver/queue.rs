@@ -303,7 +303,8 @@ pub async fn attempts(store: &Store, destination_id: &str, message_id: Option<&s
         }
         Backend::Postgres => "",
     };
-    // An event of a batch row: that row's attempts (its requests, or pointers to them).
+    // An event of a batch row: that row's requests of several events (or pointers to them); its
+    // requests of one event are logged under their event's messageId.
     let mut held = String::new();
     let mut rows_of = Vec::new();
     if let Some(m) = message_id {
@@ -319,7 +320,7 @@ pub async fn attempts(store: &Store, destination_id: &str, message_id: Option<&s
         if !rows_of.is_empty() {
             let marks: Vec<String> = (0..rows_of.len()).map(|i| format!("${}", i + 4)).collect();
             let marks = marks.join(", ");
-            held = format!(" OR delivery_id IN ({marks}) OR id IN (SELECT attempt_id FROM deliveries WHERE id IN ({marks}) AND attempt_id IS NOT NULL)");
+            held = format!(" OR (delivery_id IN ({marks}) AND events > 1) OR id IN (SELECT attempt_id FROM deliveries WHERE id IN ({marks}) AND attempt_id IS NOT NULL)");
         }
     }
     let sql = format!("SELECT * FROM attempts WHERE destination_id = $1 AND ($2 = '' OR message_id = $2{bulk}{held}) ORDER BY at DESC, id DESC LIMIT $3");
@@ -464,6 +465,10 @@ pub struct AttemptRec {
     /// file a delivered member gets no row of its own; its delivery points to the batch's row.
     pub bulk_of: Option<String>,
     pub id: String,
+    /// The event's (a batch row's events each have their own).
+    pub message_id: String,
+    /// Events in the request.
+    pub events: i64,
     pub latency_ms: i64,
     pub outcome: &'static str,
     pub status: Option<i64>,
@@ -484,15 +489,15 @@ pub async fn write_results(store: &Store, destination_id: &str, results: Vec<Wri
     // Attempts in multi-row inserts; succeeded deliveries in one update; the rest one by one.
     let rows: Vec<(&Written, &AttemptRec)> = results.iter().flat_map(|w| w.attempts.iter().map(move |a| (w, a))).collect();
     for part in rows.chunks(25) {
-        let marks: Vec<String> = (0..part.len()).map(|i| (1..=10).map(|c| format!("${}", i * 10 + c)).collect::<Vec<_>>().join(", ")).collect();
+        let marks: Vec<String> = (0..part.len()).map(|i| (1..=11).map(|c| format!("${}", i * 11 + c)).collect::<Vec<_>>().join(", ")).collect();
         let sql = format!(
-            "INSERT INTO attempts (id, delivery_id, destination_id, message_id, at, latency_ms, outcome, status, request, response) VALUES ({})",
+            "INSERT INTO attempts (id, delivery_id, destination_id, message_id, at, latency_ms, outcome, status, request, response, events) VALUES ({})",
             marks.join("), (")
         );
         let mut q = sqlx::query(&sql);
         for (w, a) in part {
-            q = q.bind(&a.id).bind(&w.job.id).bind(&w.job.destination_id).bind(&w.job.message_id).bind(now);
-            q = q.bind(a.latency_ms).bind(a.outcome).bind(a.status).bind(&a.request).bind(&a.response);
+            q = q.bind(&a.id).bind(&w.job.id).bind(&w.job.destination_id).bind(&a.message_id).bind(now);
+            q = q.bind(a.latency_ms).bind(a.outcome).bind(a.status).bind(&a.request).bind(&a.response).bind(a.events);
         }
         q.execute(&mut *tx).await?;
     }

@@ -23,6 +23,8 @@ const ROUTED_PG: usize = 2000;
 /// Rows per multi-row insert of deliveries (9 parameters each).
 const INSERT_ROWS: usize = 100;
 const GAP_WAIT: Duration = Duration::from_secs(5);
+/// Events per batch row of a destination that sends them one per request.
+const ROW_OF_SINGLES: usize = 100;
 
 struct Dest {
     id: String,
@@ -72,10 +74,15 @@ impl Router {
             let patch: super::schedule::PolicyPatch = serde_json::from_str(&delivery).unwrap_or_default();
             let ordered = patch.ordered.unwrap_or(loaded.manifest.capabilities.ordering);
             let only_changed_traits = serde_json::from_str::<model::integration::filters::Filters>(&filters).is_ok_and(|f| f.only_changed_traits);
-            // Batch rows for destinations that batch, unless they keep order per user or compare
-            // traits (both decided per event).
-            let batching = loaded.manifest.capabilities.batching.as_ref().filter(|_| !ordered && !only_changed_traits);
-            let group = batching.map_or(1, |b| patch.batch_size.unwrap_or(b.default_size.unwrap_or(b.max_size)).clamp(1, b.max_size.max(1)) as usize);
+            // Batch rows (a batch per row, or up to ROW_OF_SINGLES events sent one by one), unless
+            // the destination keeps order per user or compares traits (both decided per event).
+            let batching = loaded.manifest.capabilities.batching.as_ref();
+            let size = batching.map_or(1, |b| patch.batch_size.unwrap_or(b.default_size.unwrap_or(b.max_size)).clamp(1, b.max_size.max(1)) as usize);
+            let group = match () {
+                _ if ordered || only_changed_traits => 1,
+                _ if size > 1 => size,
+                _ => ROW_OF_SINGLES,
+            };
             by_source.entry(get(r, "source_id")?).or_default().push(Dest {
                 id: get(r, "id")?,
                 name: get(r, "name")?,

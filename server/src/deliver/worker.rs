@@ -256,6 +256,8 @@ impl Worker {
                     records[j].push(AttemptRec {
                         bulk_of: None,
                         id: new_id("att"),
+                        message_id: jobs[j].message_id.clone(),
+                        events: 1,
                         latency_ms: 0,
                         outcome: "rejected",
                         status: None,
@@ -284,11 +286,14 @@ impl Worker {
                     let first = idx.first().and_then(|i| events.get(&jobs[present[*i]].event_seq)).and_then(|(e, _)| e.get("messageId").cloned());
                     let pointer = serde_json::json!({"batch": {"size": idx.len(), "logged_with": first}}).to_string();
                     let logged = new_id("att");
+                    let size = idx.len() as i64;
                     for (k, i) in idx.into_iter().enumerate() {
                         let j = present[i];
                         records[j].push(AttemptRec {
                             bulk_of: (k > 0).then(|| logged.clone()),
                             id: if k == 0 { logged.clone() } else { new_id("att") },
+                            message_id: jobs[j].message_id.clone(),
+                            events: size,
                             latency_ms: a.latency_ms as i64,
                             outcome,
                             status: a.status.map(i64::from),

@@ -181,7 +181,8 @@ async fn claims_of_a_backlog_update_in_place_on_postgres() {
     use base64::Engine as _;
     let env = crate::env_or_skip!(Db::Postgres);
     let rx = Receiver::start().await;
-    let w = world_on(&env, env.start_with(&["--allow-private-destinations"]).await, rx.clone(), json!({})).await;
+    // Ordered, so each event has a row of its own (a user each, so they go out together).
+    let w = world_on(&env, env.start_with(&["--allow-private-destinations"]).await, rx.clone(), json!({"ordered": true})).await;
     let c = w.server.client();
     let r = c.post(w.server.at(&format!("/api/destinations/{}/pause", w.dest))).bearer_auth(&w.token).send().await.unwrap();
     assert!(r.status().is_success(), "{}", r.status());
@@ -191,7 +192,7 @@ async fn claims_of_a_backlog_update_in_place_on_postgres() {
     const N: usize = 3000;
     let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:", w.key)));
     for b in 0..N / 100 {
-        let batch: Vec<_> = (0..100).map(|i| json!({"type": "track", "userId": "u1", "event": "E", "messageId": format!("h{b}-{i}")})).collect();
+        let batch: Vec<_> = (0..100).map(|i| json!({"type": "track", "userId": format!("u{b}-{i}"), "event": "E", "messageId": format!("h{b}-{i}")})).collect();
         let r = c.post(w.server.at("/v1/batch")).header("Authorization", &auth).json(&json!({"batch": batch})).send().await.unwrap();
         assert_eq!(r.status(), 200);
     }
