@@ -21,7 +21,6 @@ fn pg_base() -> String {
 /// One test's world: a data dir and, on PostgreSQL, a database of its own (dropped afterwards).
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
-    pub db: Db,
     pub database_url: String,
     pg_name: Option<String>,
 }
@@ -48,7 +47,7 @@ impl TestEnv {
                 (format!("{}/{name}", pg_base()), Some(name))
             }
         };
-        Some(TestEnv { dir, db, database_url, pg_name })
+        Some(TestEnv { dir, database_url, pg_name })
     }
 
     /// The CLI with this env's data dir and database.
