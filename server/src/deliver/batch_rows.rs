@@ -176,11 +176,19 @@ pub async fn message_ids(conn: &mut sqlx::AnyConnection, seqs: &[i64]) -> sqlx::
 /// logged requests (which contain the events); a row left without events is deleted.
 pub async fn forget(conn: &mut sqlx::AnyConnection, seqs: &[i64]) -> sqlx::Result<u64> {
     let mut deleted = 0;
-    for (id, _, members) in containers(conn, None, seqs).await? {
-        sqlx::query("DELETE FROM attempts WHERE delivery_id = $1 OR id IN (SELECT attempt_id FROM deliveries WHERE id = $1 AND attempt_id IS NOT NULL)")
-            .bind(&id)
-            .execute(&mut *conn)
-            .await?;
+    let held = containers(conn, None, seqs).await?;
+    let gone: Vec<String> = if held.is_empty() { Vec::new() } else { message_ids(conn, seqs).await?.into_values().collect() };
+    for (id, _, members) in held {
+        // The row's requests of several events, and the deleted events' own requests.
+        sqlx::query(
+            "DELETE FROM attempts WHERE (delivery_id = $1 AND events > 1) OR id IN (SELECT attempt_id FROM deliveries WHERE id = $1 AND attempt_id IS NOT NULL)",
+        )
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?;
+        for m in &gone {
+            sqlx::query("DELETE FROM attempts WHERE delivery_id = $1 AND message_id = $2").bind(&id).bind(m).execute(&mut *conn).await?;
+        }
         let left: Vec<i64> = members.into_iter().filter(|s| !seqs.contains(s)).collect();
         let Some(first) = left.first().copied() else {
             deleted += sqlx::query("DELETE FROM deliveries WHERE id = $1").bind(&id).execute(&mut *conn).await?.rows_affected();

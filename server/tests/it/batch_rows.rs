@@ -156,3 +156,36 @@ async fn a_dead_batch_leaves_a_dead_letter_per_event(db: Db) {
     assert_eq!((all["d0"].1.as_str(), all["d1"].1.as_str(), all["d2"].1.as_str()), ("dead", "succeeded", "dead"));
 }
 both!(a_dead_batch_leaves_a_dead_letter_per_event);
+
+async fn events_sent_one_by_one_share_a_row_and_keep_their_own_attempts(db: Db) {
+    let (_env, w) = world(db, json!({})).await;
+    let c = w.server.client();
+    let dest = |p: &str| w.server.at(&format!("/api/destinations/{}/{p}", w.dest));
+    c.post(dest("pause")).bearer_auth(&w.token).send().await.unwrap();
+    send(&w, &[("o0", "keep", json!({})), ("o1", "gone", json!({})), ("o2", "keep", json!({}))]).await;
+    for _ in 0..200 {
+        if listed(&w).await.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.post(dest("resume")).bearer_auth(&w.token).send().await.unwrap();
+    let all = settled(&w, 3).await;
+    assert_eq!(w.rx.requests().len(), 3, "a request per event");
+    let ids: std::collections::HashSet<&String> = all.values().map(|(id, _, _)| id).collect();
+    assert_eq!(ids.len(), 1, "routed together, one row: {all:?}");
+    for id in ["o0", "o1", "o2"] {
+        let attempts = w.get(&format!("/attempts?message_id={id}")).await;
+        let items = attempts["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{id}: only its own request: {attempts}");
+        assert_eq!(items[0]["message_id"], id);
+        assert!(items[0]["request"].to_string().contains(id), "{attempts}");
+    }
+    let r = c.post(w.server.at("/api/privacy/deletions")).bearer_auth(&w.token).json(&json!({"userId": "gone"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let attempts = w.get("/attempts").await;
+    let left: Vec<&str> = attempts["items"].as_array().unwrap().iter().map(|a| a["message_id"].as_str().unwrap()).collect();
+    assert_eq!(left.len(), 2, "{attempts}");
+    assert!(!left.contains(&"o1") && !attempts.to_string().contains("gone"), "{attempts}");
+}
+both!(events_sent_one_by_one_share_a_row_and_keep_their_own_attempts);
