@@ -35,9 +35,7 @@ impl Leases {
 
     /// The deliveries leased at `now` (expired leases are forgotten).
     pub fn held(&self, now: i64) -> Vec<String> {
-        let mut map = self.map();
-        map.retain(|_, until| *until > now);
-        map.keys().cloned().collect()
+        self.with(now, |map| map.keys().cloned().collect())
     }
 
     /// Runs `f` with the set of leases that still run at `now`; `f` may add to it.
