@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod batch_rows;
 pub mod flow;
+mod listing;
 pub mod queue;
 pub mod ready;
 pub mod router;
