@@ -84,7 +84,7 @@ pub fn expand(rows: &[Job], events: &HashMap<i64, (Value, i64)>) -> Vec<Job> {
 }
 
 /// Results per event back to results per row: a batch row whose events all ended alike is written
-/// as one (with its requests' log rows, or the first pointer to one); otherwise its first event
+/// as one (with its requests' log rows and a pointer to each request logged elsewhere); otherwise its first event
 /// keeps the row and the others get rows of their own.
 pub fn collapse(rows: &[Job], written: Vec<Written>) -> Vec<Written> {
     let batches: HashMap<&str, &Job> = rows.iter().filter(|r| !r.members.is_empty()).map(|r| (r.id.as_str(), r)).collect();
@@ -104,12 +104,18 @@ pub fn collapse(rows: &[Job], written: Vec<Written>) -> Vec<Written> {
         // Dead letters always get rows of their own, so they are replayed and discarded one by one.
         let alike = parts[0].state != "dead" && parts.iter().all(|w| w.state == parts[0].state && w.count == parts[0].count && w.reason == parts[0].reason);
         if alike && parts.len() == row.members.len() {
+            // The row's logged requests, and one pointer to each request logged with another row.
             let mut attempts: Vec<_> = parts.iter_mut().flat_map(|w| std::mem::take(&mut w.attempts)).collect();
-            if attempts.iter().any(|a| a.bulk_of.is_none()) {
-                attempts.retain(|a| a.bulk_of.is_none());
-            } else {
-                attempts.truncate(1);
-            }
+            let logged: Vec<String> = attempts.iter().filter(|a| a.bulk_of.is_none()).map(|a| a.id.clone()).collect();
+            let mut pointed: Vec<String> = Vec::new();
+            attempts.retain(|a| match &a.bulk_of {
+                None => true,
+                Some(to) if logged.contains(to) || pointed.contains(to) => false,
+                Some(to) => {
+                    pointed.push(to.clone());
+                    true
+                }
+            });
             let first = parts.swap_remove(0);
             out.push(Written { job: row.clone(), attempts, shape: Shape::Same, ..first });
             continue;
