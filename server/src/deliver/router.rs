@@ -124,13 +124,7 @@ impl Router {
                 rows_out.push((NewDelivery { destination_id: &d.id, seq: *seq, message_id: message_id.clone(), lane, state: "pending", reason, members: Vec::new() }, traits));
             }
         }
-        let sizes: HashMap<&str, usize> = dests.values().flatten().map(|d| (d.id.as_str(), d.group)).collect();
-        let keys: Vec<(&str, i64, bool)> = rows_out.iter().map(|(d, t)| (d.destination_id, d.seq, d.reason.is_none() && t.is_none())).collect();
-        let grouped = batch_rows::group(&keys, |d| sizes[d]);
-        let rows_out: Vec<_> = rows_out.into_iter().zip(grouped).filter_map(|((mut d, t), m)| m.map(|m| {
-            d.members = m;
-            (d, t)
-        })).collect();
+        let rows_out = in_rows(&dests, rows_out, |(d, t)| (d.destination_id, d.seq, d.reason.is_none() && t.is_none()), |(d, _), m| d.members = m);
 
         let _turn = self.store.write_turn().await;
         let mut tx = self.store.begin().await?;
@@ -198,13 +192,7 @@ impl Router {
                 rows.push(sqlite_queue::NewRow { destination_id: d.id.clone(), seq, message_id: message_id.clone(), lane, reason, traits, members: Vec::new() });
             }
         }
-        let sizes: HashMap<&str, usize> = dests.values().flatten().map(|d| (d.id.as_str(), d.group)).collect();
-        let keys: Vec<(&str, i64, bool)> = rows.iter().map(|r| (r.destination_id.as_str(), r.seq, r.reason.is_none() && r.traits.is_none())).collect();
-        let grouped = batch_rows::group(&keys, |d| sizes[d]);
-        let rows: Vec<sqlite_queue::NewRow> = rows.into_iter().zip(grouped).filter_map(|(mut r, m)| m.map(|m| {
-            r.members = m;
-            r
-        })).collect();
+        let rows = in_rows(&dests, rows, |r| (r.destination_id.as_str(), r.seq, r.reason.is_none() && r.traits.is_none()), |r, m| r.members = m);
         if rows.is_empty() && self.saved_at.elapsed() < SAVE_EVERY {
             self.unsaved = Some(last);
             return Ok(Routed::default());
@@ -304,6 +292,21 @@ async fn routed_events(conn: &mut sqlx::AnyConnection, after: i64, upto: i64, so
         out.push((get(&r, "seq")?, get(&r, "source_id")?, get(&r, "message_id")?, serde_json::from_str(&payload).unwrap_or_default()));
     }
     Ok(out)
+}
+
+/// The deliveries of a step in batch rows (see `batch_rows::group`): `key` gives a delivery's
+/// destination, seq and whether it is pending; `set` gives a row its members.
+fn in_rows<T>(dests: &HashMap<String, Vec<Dest>>, rows: Vec<T>, key: impl for<'a> Fn(&'a T) -> (&'a str, i64, bool), set: impl Fn(&mut T, Vec<i64>)) -> Vec<T> {
+    let sizes: HashMap<&str, usize> = dests.values().flatten().map(|d| (d.id.as_str(), d.group)).collect();
+    let grouped = batch_rows::group(&rows.iter().map(key).collect::<Vec<_>>(), |d| sizes[d]);
+    rows.into_iter()
+        .zip(grouped)
+        .filter_map(|(mut r, m)| {
+            let m = m?;
+            set(&mut r, m);
+            Some(r)
+        })
+        .collect()
 }
 
 /// What a router step did.
