@@ -224,6 +224,9 @@ impl Bench {
         let before = self.seen.lock().unwrap().len();
         let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(total);
         let t0 = Instant::now();
+        if std::env::var("SWBENCH_DUMP").is_ok() {
+            eprintln!("latency phase starts at unix {:.3}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64());
+        }
         let mut inflight = Vec::new();
         for n in 0..total {
             let due = t0 + Duration::from_secs_f64(n as f64 / target);
@@ -233,19 +236,34 @@ impl Bench {
             let id = format!("l-{n}");
             sent_at.insert(id.clone(), due);
             let body = format!(r#"{{"userId":"user-{}","event":"Order Completed","messageId":"{id}"}}"#, n % 1000);
-            inflight.push(tokio::spawn(self.send("/v1/track", body)));
+            let send = self.send("/v1/track", body);
+            inflight.push(tokio::spawn(async move {
+                let _ = send.await;
+                Instant::now()
+            }));
             if n % 500 == 0 {
                 self.note_rss();
             }
         }
+        let mut acked = Vec::with_capacity(total);
         for h in inflight {
-            let _ = h.await;
+            acked.push(h.await.ok());
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.seen.lock().unwrap().len() < before + total && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let snapshot = self.seen.lock().unwrap().clone();
+        // SWBENCH_DUMP=FILE writes each event's scheduled offset, ack latency and delivered
+        // latency (ms; -1 when missing), to see whether a tail is ingest or delivery, and when.
+        if let Some(mut f) = std::env::var("SWBENCH_DUMP").ok().and_then(|p| std::fs::File::create(p).ok()) {
+            use std::io::Write;
+            for (n, ack) in acked.iter().enumerate() {
+                let due = t0 + Duration::from_secs_f64(n as f64 / target);
+                let ms = |t: Option<&Instant>| t.map_or(-1.0, |t| t.duration_since(due).as_secs_f64() * 1e3);
+                let _ = writeln!(f, "{:.1} {:.2} {:.2}", due.duration_since(t0).as_secs_f64() * 1e3, ms(ack.as_ref()), ms(snapshot.get(&format!("l-{n}"))));
+            }
+        }
         let mut lat: Vec<f64> = sent_at.iter().filter_map(|(id, s)| snapshot.get(id).map(|r| r.duration_since(*s).as_secs_f64() * 1000.0)).collect();
         lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
         println!(

@@ -169,7 +169,8 @@ fn one_by_one(conn: &mut Connection, job: &Job, cutoff: i64) -> Result<Vec<Outco
 
 /// The writer loop, on a blocking thread: wait for a job, take every job queued behind it (up
 /// to `max_group` messages), commit them in one transaction, answer each.
-pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_group: usize, dedupe_ms: i64, depth: Arc<AtomicI64>) {
+/// `stored` is signalled after each commit (the router waits on it).
+pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, (max_group, dedupe_ms): (usize, i64), depth: Arc<AtomicI64>, stored: Arc<tokio::sync::Notify>) {
     let mut conn = match connect(path, fsync) {
         Ok(c) => Some(c),
         Err(e) => {
@@ -230,6 +231,7 @@ pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>,
             }
         }
         drop(turn);
+        stored.notify_one();
         super::writer::group_done(&depth, count, size, started);
         commits += 1;
         if commits % 64 == 0 {

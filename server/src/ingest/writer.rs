@@ -73,8 +73,8 @@ impl EventWriter {
             // SQLite has one writer: a thread of its own, talking to SQLite directly.
             let (path, rx, depth) = (path.to_path_buf(), rx.clone(), depth.clone());
             let dedupe_ms = opts.dedupe_window.as_millis() as i64;
-            let max_group = opts.max_group;
-            tasks.push(tokio::task::spawn_blocking(move || super::sqlite_writer::run(&path, fsync, rx, max_group, dedupe_ms, depth)));
+            let (max_group, stored) = (opts.max_group, store.events_stored().clone());
+            tasks.push(tokio::task::spawn_blocking(move || super::sqlite_writer::run(&path, fsync, rx, (max_group, dedupe_ms), depth, stored)));
         }
         for _ in 0..if tasks.is_empty() { opts.writers.max(1) } else { 0 } {
             let (store, rx, opts, depth) = (store.clone(), rx.clone(), opts.clone(), depth.clone());
@@ -145,6 +145,7 @@ async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>, opts: WriterOpti
                 }
             }
         }
+        store.events_stored().notify_one();
         group_done(&depth, count, size, started);
     }
 }
@@ -204,4 +205,33 @@ async fn one_by_one(store: &Store, job: &Job, cutoff: i64) -> Result<Vec<Outcome
         return Err("no database connection".into());
     }
     Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each commit signals `Store::events_stored`, which the router waits on between its polls.
+    #[tokio::test]
+    async fn a_commit_wakes_the_router() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("w.db").display())).await.unwrap();
+        let (writer, done) = EventWriter::start(store.clone(), WriterOptions::for_backend(Backend::Sqlite, Duration::from_secs(60)));
+        let woken = store.events_stored().notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let event = NewEvent {
+            source_id: "src_1".into(),
+            message_id: "m-1".into(),
+            kind: "track",
+            user_id: Some("u-1".into()),
+            anonymous_id: None,
+            received_at: now_ms(),
+            payload: r#"{"type":"track","event":"E","userId":"u-1","messageId":"m-1"}"#.into(),
+        };
+        assert_eq!(writer.write(vec![event], Vec::new()).await.unwrap(), vec![Outcome::Stored]);
+        tokio::time::timeout(Duration::from_secs(10), woken).await.expect("the commit signalled the router");
+        drop(writer);
+        done.await.unwrap();
+    }
 }

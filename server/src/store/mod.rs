@@ -21,7 +21,7 @@ pub use users::UserRow;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +52,8 @@ pub struct Store {
     fsync: bool,
     /// The delivery queue's own connection to that file (see `direct`).
     direct: Option<direct::Direct>,
+    /// Signalled after each commit of this process's event writers (see `events_stored`).
+    stored: Arc<tokio::sync::Notify>,
 }
 
 /// How long a SQLite writer waits for another process's write (the server's writer while the CLI
@@ -116,7 +118,7 @@ impl Store {
         })?;
         let sqlite_path = (backend == Backend::Sqlite).then(|| sqlite_file(&url)).flatten();
         let direct = sqlite_path.clone().map(|p| direct::Direct::open(p, fsync));
-        let store = Store { pool, backend, sqlite_path, fsync, direct };
+        let store = Store { pool, backend, sqlite_path, fsync, direct, stored: Arc::default() };
         migrate::run(&store).await?;
         Ok(store)
     }
@@ -128,6 +130,12 @@ impl Store {
     /// The SQLite database file and whether commits fsync, for writers that bypass the pool.
     pub fn sqlite_file(&self) -> Option<(&std::path::Path, bool)> {
         self.sqlite_path.as_deref().map(|p| (p, self.fsync))
+    }
+
+    /// Signalled after each commit of this process's event writers: the router waits on it
+    /// instead of only polling (events stored by other processes are found by its poll).
+    pub fn events_stored(&self) -> &Arc<tokio::sync::Notify> {
+        &self.stored
     }
 
     /// On a SQLite file, the delivery queue's own connection.
