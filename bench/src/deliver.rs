@@ -4,8 +4,9 @@
 //! - backlog: the destination paused, COUNT events are stored; resumed, how fast they drain;
 //! - sustained: COUNT more events sent as fast as ingest takes them (8 requests of 100 in flight),
 //!   the ingest rate and the delivered rate side by side, with the queue depth each second;
-//! - latency (batching off): the end-to-end rate with single track calls (64 in flight), then
-//!   single track calls at half that rate for 10 s, ingest-to-delivered per event.
+//! - batching off, also: single track calls (64 in flight), one event per request in and out,
+//!   the ingest rate and the delivered rate side by side; then single track calls at half that
+//!   rate for 10 s, ingest-to-delivered latency per event (`SWBENCH_DUMP=FILE` writes each one).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -134,9 +135,10 @@ pub async fn run(server: &str, token: &str, pid: u32, count: usize) {
             let started = Instant::now();
             let (ingested, _) = tokio::join!(b.single("ss"), b.wait_delivered(before + count, started));
             let single = (seen.lock().unwrap().len() - before) as f64 / started.elapsed().as_secs_f64();
+            let single_ingest = count as f64 / ingested;
             println!(
-                "sustained ({mode}, single track calls, 64 in flight): ingest took {count} events at {:.0} events/s, all delivered at {single:.0} events/s",
-                count as f64 / ingested
+                "sustained ({mode}, single track calls, 64 in flight): ingest took {count} events at {single_ingest:.0} events/s, all delivered at {single:.0} events/s ({:.0}% of the ingest rate)",
+                100.0 * single / single_ingest
             );
             // SWBENCH_LATENCY_RATE=N measures the latency at N events/s instead.
             let rate = std::env::var("SWBENCH_LATENCY_RATE").ok().and_then(|r| r.parse().ok()).unwrap_or(single / 2.0);
