@@ -231,6 +231,7 @@ impl Bench {
         self.seen.lock().unwrap().reserve(total);
         let before = self.seen.lock().unwrap().len();
         let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(total);
+        let probe = crate::disk::Probe::start();
         let t0 = Instant::now();
         if std::env::var("SWBENCH_DUMP").is_ok() {
             eprintln!("latency phase starts at unix {:.3}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64());
@@ -257,6 +258,7 @@ impl Bench {
         for h in inflight {
             acked.push(h.await.ok());
         }
+        let disk = probe.map(crate::disk::Probe::finish);
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.seen.lock().unwrap().len() < before + total && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -280,6 +282,9 @@ impl Bench {
             percentile(&lat, 0.5),
             percentile(&lat, 0.99)
         );
+        if let Some(d) = disk {
+            println!("latency phase: {d}");
+        }
     }
 }
 

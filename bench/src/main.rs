@@ -3,6 +3,7 @@
 //! latency from each one's scheduled time (`open_loop.rs`).
 
 mod deliver;
+mod disk;
 mod open_loop;
 
 use std::time::Duration;

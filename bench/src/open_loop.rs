@@ -18,6 +18,8 @@ pub async fn run(url: &str, auth: &str, body: &str, rate: f64, duration: Duratio
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now() + Duration::from_millis(200);
     let run = std::process::id();
+    // Slow disk syncs meanwhile explain a tail that is not the server's (see disk.rs).
+    let probe = crate::disk::Probe::start();
     let mut tasks = Vec::new();
     for k in 0..CONNECTIONS.min(total) {
         let (host, path, auth, body) = (host.clone(), path.clone(), auth.to_string(), body.to_string());
@@ -72,10 +74,11 @@ pub async fn run(url: &str, auth: &str, body: &str, rate: f64, duration: Duratio
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let (disk_max, disk_slow) = probe.map_or((f64::NAN, 0), crate::disk::Probe::finish_figures);
     latencies.sort();
     let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or_default();
     println!(
-        "rate={:.0}/s sent={} ok={} failed={} achieved={:.0}/s p50_ms={:.3} p99_ms={:.3} max_ms={:.3}",
+        "rate={:.0}/s sent={} ok={} failed={} achieved={:.0}/s p50_ms={:.3} p99_ms={:.3} max_ms={:.3} disk_sync_max_ms={disk_max:.1} disk_syncs_over_20ms={disk_slow}",
         rate,
         total,
         latencies.len(),
