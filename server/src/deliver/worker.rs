@@ -283,8 +283,12 @@ impl Worker {
                         None => cut(detail.clone(), 300),
                     };
                     // A batch's request is logged once, with its first event; the others point to it.
-                    let first = idx.first().and_then(|i| events.get(&jobs[present[*i]].event_seq)).and_then(|(e, _)| e.get("messageId").cloned());
-                    let pointer = serde_json::json!({"batch": {"size": idx.len(), "logged_with": first}}).to_string();
+                    let pointer = if idx.len() > 1 {
+                        let first = idx.first().and_then(|i| events.get(&jobs[present[*i]].event_seq)).and_then(|(e, _)| e.get("messageId").cloned());
+                        serde_json::json!({"batch": {"size": idx.len(), "logged_with": first}}).to_string()
+                    } else {
+                        String::new()
+                    };
                     let logged = new_id("att");
                     let size = idx.len() as i64;
                     for (k, i) in idx.into_iter().enumerate() {
