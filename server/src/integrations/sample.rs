@@ -62,7 +62,14 @@ pub fn redact_text(request: &Request, secrets: &[String]) -> String {
 
 /// Whether a header carries a credential (its value is masked).
 fn credential_header(name: &str) -> bool {
-    let k = name.to_ascii_lowercase();
+    // Header names are lower case already (see `HttpRequest`): copy only one that is not.
+    let lower;
+    let k = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        lower = name.to_ascii_lowercase();
+        lower.as_str()
+    } else {
+        name
+    };
     k == "authorization" || k == "proxy-authorization" || k.contains("api-key") || k.contains("token") || k.contains("secret")
 }
 
@@ -125,12 +132,13 @@ mod tests {
         headers.insert("authorization".to_string(), "Bearer tok-123456".to_string());
         headers.insert("content-type".to_string(), "application/json".to_string());
         headers.insert("webhook-id".to_string(), "m-1".to_string());
+        headers.insert("X-Api-Key".to_string(), "key-98765".to_string());
         let signed = HttpRequest { method: "POST".into(), url: "https://h.example.com/in?key=sk_live_abcdef".into(), headers, body: Some(json.to_string()), json: Some(json), form: None };
         let secrets = vec!["sk_live_abcdef".to_string()];
         let fast = redact_text(&Request::Http(signed.clone()), &secrets);
         let from_value = redacted(&Request::Http(signed), &secrets).0;
         assert_eq!(fast, from_value);
-        assert!(!fast.contains("sk_live_abcdef") && !fast.contains("tok-123456"), "{fast}");
+        assert!(!fast.contains("sk_live_abcdef") && !fast.contains("tok-123456") && !fast.contains("key-98765"), "{fast}");
     }
 
     /// The attempt log's text and the API's value mask the same things: credential headers, and
