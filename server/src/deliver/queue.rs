@@ -96,22 +96,24 @@ pub(super) const QUEUE_COMMIT: &str = "SET LOCAL synchronous_commit = off";
 /// empty: a plan made while `deliveries` was small, kept by a prepared statement, scanned the whole
 /// table for each of a claim's ids (a third of the database's time while draining a backlog).
 /// These settings, for the transaction only, keep the statements on their indexes.
-async fn on_indexes(store: &Store, tx: &mut sqlx::Transaction<'_, sqlx::Any>, settings: &str) -> anyhow::Result<()> {
-    if store.backend() == Backend::Postgres {
-        use sqlx::Executor as _;
-        (&mut **tx).execute(settings).await?;
-    }
-    Ok(())
+///
+/// A transaction whose PostgreSQL settings (`SET LOCAL …`) are sent with its `BEGIN`, in one
+/// round trip; on SQLite a write transaction (`write`) or a read one, without settings.
+pub(super) async fn begin_with(store: &Store, write: bool, settings: &str) -> anyhow::Result<sqlx::Transaction<'static, sqlx::Any>> {
+    Ok(match store.backend() {
+        Backend::Postgres => store.pool().begin_with(format!("BEGIN; {settings}")).await?,
+        Backend::Sqlite if write => store.begin().await?,
+        Backend::Sqlite => store.pool().begin().await?,
+    })
 }
 
 async fn claim_pooled(store: &Store, sql: &str, turn: usize, limit: i64, max_rows: i64, lease_ms: i64) -> anyhow::Result<Vec<Job>> {
     let now = now_ms();
     let _turn = store.write_turn().await;
-    let mut tx = store.begin().await?;
     // Walk the due index in order and stop at the limit: a bitmap scan (which the planner picks
     // when its statistics lag behind a growing queue) reads every entry the index still holds for
     // claimed and finished deliveries, 10 to 100 ms a claim under load.
-    on_indexes(store, &mut tx, &format!("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; {QUEUE_COMMIT}")).await?;
+    let mut tx = begin_with(store, true, &format!("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off; {QUEUE_COMMIT}")).await?;
     let destinations: Vec<String> = sqlx::query_scalar(CLAIMABLE).bind(now).fetch_all(&mut *tx).await?;
     let mut rows = Vec::new();
     let mut events = 0;
@@ -294,8 +296,7 @@ pub async fn discard(store: &Store, destination_id: &str, ids: Option<&[String]>
 /// On PostgreSQL it runs on that index without parallel workers: with 200,000 deliveries pending a
 /// count took 54 ms (pg_stat_statements), the planner being free to scan the whole table in parallel.
 pub async fn depth(store: &Store) -> anyhow::Result<(i64, i64)> {
-    let mut tx = store.pool().begin().await?;
-    on_indexes(store, &mut tx, "SET LOCAL enable_seqscan = off; SET LOCAL max_parallel_workers_per_gather = 0").await?;
+    let mut tx = begin_with(store, false, "SET LOCAL enable_seqscan = off; SET LOCAL max_parallel_workers_per_gather = 0").await?;
     let row = sqlx::query("SELECT CAST(COALESCE(SUM(events), 0) AS BIGINT) AS n, MIN(created_at) AS oldest FROM deliveries WHERE state IN ('pending', 'retrying')").fetch_one(&mut *tx).await?;
     tx.commit().await?;
     let n = row.try_get::<i64, _>("n").unwrap_or(0);
@@ -350,8 +351,7 @@ pub async fn write_results(store: &Store, destination_id: &str, results: Vec<Wri
     }
     let now = now_ms();
     let _turn = store.write_turn().await;
-    let mut tx = store.begin().await?;
-    on_indexes(store, &mut tx, &format!("SET LOCAL enable_seqscan = off; {QUEUE_COMMIT}")).await?;
+    let mut tx = begin_with(store, true, &format!("SET LOCAL enable_seqscan = off; {QUEUE_COMMIT}")).await?;
     // Attempts in multi-row inserts; succeeded deliveries in one update; the rest one by one.
     let rows: Vec<(&Written, &AttemptRec)> = results.iter().flat_map(|w| w.attempts.iter().map(move |a| (w, a))).collect();
     for part in rows.chunks(25) {

@@ -42,6 +42,9 @@ pub struct Router {
     integrations: Integrations,
     /// The first missing seq and when it was first seen missing.
     gap: Option<(i64, Instant)>,
+    /// PostgreSQL: the position this router last moved the log to (read again when another
+    /// node's router moved it first), saving a round trip per step.
+    position: Option<i64>,
     /// SQLite: how far the router has read events that no destination receives without saving
     /// its position, when it last saved it, and the sources that had destinations then.
     unsaved: Option<i64>,
@@ -55,7 +58,7 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 impl Router {
     pub fn new(store: Store, integrations: Integrations) -> Router {
-        Router { store, integrations, gap: None, unsaved: None, saved_at: Instant::now(), receiving: Vec::new() }
+        Router { store, integrations, gap: None, position: None, unsaved: None, saved_at: Instant::now(), receiving: Vec::new() }
     }
 
     async fn destinations(&self, conn: &mut sqlx::AnyConnection) -> anyhow::Result<HashMap<String, Vec<Dest>>> {
@@ -109,7 +112,10 @@ impl Router {
             return self.step_direct(&direct).await;
         }
         let mut conn = self.store.pool().acquire().await?;
-        let position: i64 = sqlx::query_scalar("SELECT position FROM router_state WHERE name = 'events'").fetch_one(&mut *conn).await?;
+        let position: i64 = match self.position {
+            Some(p) => p,
+            None => sqlx::query_scalar("SELECT position FROM router_state WHERE name = 'events'").fetch_one(&mut *conn).await?,
+        };
         let span = self.scan_span(&mut conn, position).await?;
         let Some(Span { last, full, dests, events }) = span else {
             return Ok(Routed::default());
@@ -127,10 +133,7 @@ impl Router {
         let rows_out = in_rows(&dests, rows_out, |(d, t)| (d.destination_id, d.seq, d.reason.is_none() && t.is_none()), |(d, _), m| d.members = m);
 
         let _turn = self.store.write_turn().await;
-        let mut tx = self.store.begin().await?;
-        if self.store.backend() == Backend::Postgres {
-            sqlx::query(super::queue::QUEUE_COMMIT).execute(&mut *tx).await?;
-        }
+        let mut tx = super::queue::begin_with(&self.store, true, super::queue::QUEUE_COMMIT).await?;
         let moved = sqlx::query("UPDATE router_state SET position = $1 WHERE name = 'events' AND position = $2")
             .bind(last)
             .bind(position)
@@ -138,6 +141,7 @@ impl Router {
             .await?
             .rows_affected();
         if moved == 0 {
+            self.position = None;
             return Ok(Routed::default());
         }
         let mut out = Vec::with_capacity(rows_out.len());
@@ -152,6 +156,7 @@ impl Router {
         }
         insert_deliveries(&mut tx, &out, now_ms()).await?;
         tx.commit().await?;
+        self.position = Some(last);
         Ok(Routed { full, pending: out.iter().filter(|d| d.state == "pending").count() })
     }
 
