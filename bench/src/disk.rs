@@ -58,7 +58,7 @@ impl Probe {
         syncs
     }
 
-    /// Stops the probe; a line such as `disk syncs: 980, p50 0.4 ms, max 89.8 ms, 2 over 20 ms`.
+    /// Stops the probe; a line ending such as `…: 980, p50 0.4 ms, max 89.8 ms, 2 over 20 ms`.
     pub fn finish(self) -> String {
         let syncs = self.stop_and_sort();
         let ms = |d: Option<&Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
