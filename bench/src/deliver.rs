@@ -206,8 +206,11 @@ impl Bench {
     /// Waits until `total` events have arrived (at most 300 s), sampling the queue depth and the
     /// server's RSS each second.
     async fn wait_delivered(&self, total: usize, started: Instant) -> Vec<i64> {
-        let more = total.saturating_sub(self.seen.lock().unwrap().len());
-        self.seen.lock().unwrap().reserve(more);
+        {
+            let mut seen = self.seen.lock().unwrap();
+            let more = total.saturating_sub(seen.len());
+            seen.reserve(more);
+        }
         let mut depths = Vec::new();
         let mut next = Instant::now();
         while self.seen.lock().unwrap().len() < total && started.elapsed() < Duration::from_secs(300) {
@@ -228,8 +231,11 @@ impl Bench {
         // Growing the receiver's map mid-phase rehashes every id seen so far while its lock is
         // held: a stall of ~100 ms in the receiver, which showed as a latency tail at the end of
         // the phase (SQLite, 8,000 events/s).
-        self.seen.lock().unwrap().reserve(total);
-        let before = self.seen.lock().unwrap().len();
+        let before = {
+            let mut seen = self.seen.lock().unwrap();
+            seen.reserve(total);
+            seen.len()
+        };
         let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(total);
         let probe = crate::disk::Probe::start();
         let t0 = Instant::now();

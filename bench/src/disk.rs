@@ -48,7 +48,7 @@ impl Probe {
     /// Stops the probe: the slowest sync and how many were slow, in milliseconds.
     pub fn finish_figures(self) -> (f64, usize) {
         let syncs = self.stop_and_sort();
-        (syncs.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1e3), syncs.iter().filter(|d| **d > SLOW).count())
+        (ms(syncs.last()), slow(&syncs))
     }
 
     fn stop_and_sort(self) -> Vec<Duration> {
@@ -61,14 +61,21 @@ impl Probe {
     /// Stops the probe; a line ending such as `…: 980, p50 0.4 ms, max 89.8 ms, 2 over 20 ms`.
     pub fn finish(self) -> String {
         let syncs = self.stop_and_sort();
-        let ms = |d: Option<&Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
-        let slow = syncs.iter().filter(|d| **d > SLOW).count();
         format!(
-            "disk syncs meanwhile (8 KB + fdatasync every 10 ms): {}, p50 {:.1} ms, max {:.1} ms, {slow} over {} ms",
+            "disk syncs meanwhile (8 KB + fdatasync every 10 ms): {}, p50 {:.1} ms, max {:.1} ms, {} over {} ms",
             syncs.len(),
             ms(syncs.get(syncs.len() / 2)),
             ms(syncs.last()),
+            slow(&syncs),
             SLOW.as_millis()
         )
     }
+}
+
+fn ms(d: Option<&Duration>) -> f64 {
+    d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+}
+
+fn slow(syncs: &[Duration]) -> usize {
+    syncs.iter().filter(|d| **d > SLOW).count()
 }
