@@ -282,14 +282,15 @@ impl Worker {
                         Some(s) => format!("answered {s}: {}", cut(detail.clone(), 200)),
                         None => cut(detail.clone(), 300),
                     };
-                    // A batch's request is logged once, with its first event; the others point to it.
+                    // A batch's request is logged once, with its first event; the others point to it
+                    // (by the logged attempt's id, which a privacy deletion follows).
+                    let logged = new_id("att");
                     let pointer = if idx.len() > 1 {
                         let first = idx.first().and_then(|i| events.get(&jobs[present[*i]].event_seq)).and_then(|(e, _)| e.get("messageId").cloned());
-                        serde_json::json!({"batch": {"size": idx.len(), "logged_with": first}}).to_string()
+                        serde_json::json!({"batch": {"size": idx.len(), "logged_with": first, "attempt": logged}}).to_string()
                     } else {
                         String::new()
                     };
-                    let logged = new_id("att");
                     let size = idx.len() as i64;
                     for (k, i) in idx.into_iter().enumerate() {
                         let j = present[i];

@@ -7,6 +7,7 @@ mod destinations;
 pub mod direct;
 pub mod events;
 pub mod privacy;
+mod privacy_batches;
 mod migrate;
 pub mod sessions;
 mod sources;

@@ -189,3 +189,28 @@ async fn events_sent_one_by_one_share_a_row_and_keep_their_own_attempts(db: Db) 
     assert!(!left.contains(&"o1") && !attempts.to_string().contains("gone"), "{attempts}");
 }
 both!(events_sent_one_by_one_share_a_row_and_keep_their_own_attempts);
+
+/// An ordered destination that batches keeps a row per event; a batch's request is logged with its
+/// first event and the others point to it. Deleting a user whose event rode in another user's
+/// request takes that request too, whether it failed or was delivered.
+async fn a_deleted_user_leaves_no_request_logged_with_another_users_event(db: Db) {
+    let (_env, w) = world(db, json!({"ordered": true, "batch_size": 3, "batch_wait_ms": 100, "schedule": [0.3]})).await;
+    w.rx.answer(&[(500, None)]);
+    send(&w, &[("q0", "keep", json!({})), ("q-of-gone", "gone", json!({})), ("q2", "also", json!({}))]).await;
+    let all = settled(&w, 3).await;
+    let got = w.rx.requests();
+    assert_eq!(serde_json::from_slice::<Value>(&got[0].body).unwrap().as_array().unwrap().len(), 3, "one request, which failed");
+    assert!(all.values().all(|(_, s, _)| s == "succeeded"), "{all:?}");
+    let before = w.get("/attempts").await;
+    assert!(before.to_string().contains("gone"), "the logged requests hold the user's event: {before}");
+    let c = w.server.client();
+    let r = c.post(w.server.at("/api/privacy/deletions")).bearer_auth(&w.token).json(&json!({"userId": "gone"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let after = w.get("/attempts").await;
+    // (Ids are Crockford base32, without the letter o.)
+    assert!(!after.to_string().contains("gone"), "neither their event nor its messageId is left: {after}");
+    // The other events' deliveries stay listed.
+    let left = listed(&w).await;
+    assert!(left.contains_key("q0") && left.contains_key("q2") && !left.contains_key("q-of-gone"), "{left:?}");
+}
+both!(a_deleted_user_leaves_no_request_logged_with_another_users_event);

@@ -1,0 +1,71 @@
+//! Privacy and requests of several events. An ordered destination that batches has a delivery row
+//! per event; a batch's request is logged once, with its first event (`attempts.events > 1`), and
+//! the other events' attempts point to it (`{"batch": {"size", "logged_with", "attempt"}}`).
+//! Deleting a user removes every logged request holding one of their events, whoever's event it is
+//! logged with, and the pointers to it stop naming its first event.
+
+use super::Result;
+use serde_json::{json, Value};
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// A pointer's request: the logged attempt's id (absent in pointers written before it was kept),
+/// the first event's messageId and the batch's size.
+struct Pointer {
+    attempt: Option<String>,
+    logged_with: Option<String>,
+    size: Value,
+}
+
+fn pointer(request: &str) -> Option<Pointer> {
+    let Ok(Value::Object(p)) = serde_json::from_str::<Value>(request) else { return None };
+    let batch = p.get("batch").filter(|_| p.len() == 1)?;
+    let text = |k: &str| batch.get(k).and_then(Value::as_str).map(str::to_string);
+    Some(Pointer { attempt: text("attempt"), logged_with: text("logged_with"), size: batch.get("size").cloned().unwrap_or(Value::Null) })
+}
+
+/// A logged request of several events: (id, destination, written at, messageId of its first event).
+type Logged = (String, String, i64, String);
+
+const LOGGED: &str = "SELECT id, destination_id, at, message_id FROM attempts";
+
+/// Deletes the logged requests of several events that hold an event of the user (`of_user`
+/// selects their event seqs from `value`), and unlinks the pointers to them.
+pub async fn forget(tx: &mut Tx, of_user: &str, value: &str) -> Result<()> {
+    let sql = format!("SELECT id, destination_id, at, message_id, request FROM attempts WHERE events > 1 AND delivery_id IN (SELECT id FROM deliveries WHERE event_seq IN ({of_user}))");
+    let rows: Vec<(String, String, i64, String, String)> = sqlx::query_as(&sql).bind(value).fetch_all(&mut **tx).await?;
+    let mut logged: Vec<Logged> = Vec::new();
+    for (id, destination, at, message_id, request) in rows {
+        match pointer(&request) {
+            // Their own event's request: it is deleted with their deliveries, but others may point to it.
+            None => logged.push((id, destination, at, message_id)),
+            Some(Pointer { attempt: Some(target), .. }) => {
+                logged.extend(sqlx::query_as::<_, Logged>(&format!("{LOGGED} WHERE id = $1")).bind(target).fetch_all(&mut **tx).await?);
+            }
+            // Written in the same transaction as the request it points to, under the first event's id.
+            Some(Pointer { logged_with: Some(first), .. }) => {
+                let sql = format!("{LOGGED} WHERE destination_id = $1 AND at = $2 AND message_id = $3 AND events > 1 AND request NOT LIKE '{{\"batch\":%'");
+                logged.extend(sqlx::query_as::<_, Logged>(&sql).bind(&destination).bind(at).bind(first).fetch_all(&mut **tx).await?);
+            }
+            Some(_) => {}
+        }
+    }
+    for (id, destination, at, first) in &logged {
+        sqlx::query("DELETE FROM attempts WHERE id = $1").bind(id).execute(&mut **tx).await?;
+        // The pointers to it were written with it.
+        let others: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, request FROM attempts WHERE destination_id = $1 AND at = $2 AND events > 1").bind(destination).bind(at).fetch_all(&mut **tx).await?;
+        for (other, request) in others {
+            let Some(p) = pointer(&request) else { continue };
+            let to_it = match &p.attempt {
+                Some(target) => target == id,
+                None => p.logged_with.as_deref() == Some(first.as_str()),
+            };
+            if to_it {
+                let unlinked = json!({"batch": {"size": p.size, "logged_with": null, "removed": "the request held a deleted user's event"}});
+                sqlx::query("UPDATE attempts SET request = $1 WHERE id = $2").bind(unlinked.to_string()).bind(other).execute(&mut **tx).await?;
+            }
+        }
+    }
+    Ok(())
+}
