@@ -1,5 +1,5 @@
-//! Flow control per destination (per node): a rate limit (governor's GCRA) and a concurrency
-//! limit. A job waits briefly for either (a concurrency permit up to 5 s, a rate slot up to
+//! Flow control per destination: a rate limit (governor's GCRA on one node; on PostgreSQL the
+//! same algorithm shared by all nodes, `shared_rate`) and a concurrency limit per node. A job waits briefly for either (a concurrency permit up to 5 s, a rate slot up to
 //! 250 ms); beyond that it is deferred rather than held, so claims never outlive their lease.
 
 use governor::{clock::Clock, clock::DefaultClock, DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -17,6 +17,8 @@ struct Limits {
 #[derive(Default)]
 pub struct Flow {
     by_destination: Mutex<HashMap<String, Limits>>,
+    /// The rate limits shared by the nodes (PostgreSQL), instead of governor's.
+    shared: Option<super::shared_rate::SharedRate>,
 }
 
 /// Requests in flight per destination and node unless `delivery.concurrency` says otherwise.
@@ -29,6 +31,11 @@ const SHORT: Duration = Duration::from_millis(250);
 const BUSY_WAIT: Duration = Duration::from_millis(50);
 
 impl Flow {
+    /// Flow control whose rate limits hold across all the nodes of this database.
+    pub fn shared(store: crate::store::Store) -> Self {
+        Flow { shared: Some(super::shared_rate::SharedRate::new(store)), ..Flow::default() }
+    }
+
     /// A permit to send now, or how long to wait. Limits follow the destination's current settings.
     pub async fn admit(&self, destination: &str, rate: Option<u32>, concurrency: u32) -> Result<OwnedSemaphorePermit, Duration> {
         let (semaphore, limiter) = {
@@ -48,7 +55,9 @@ impl Flow {
             Ok(Ok(p)) => p,
             _ => return Err(BUSY_WAIT),
         };
-        if let Some(limiter) = limiter {
+        if let (Some(shared), Some(r)) = (&self.shared, rate.and_then(NonZeroU32::new)) {
+            shared.take(destination, r, SHORT).await?;
+        } else if let Some(limiter) = limiter {
             while let Err(not_until) = limiter.check() {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 if wait > SHORT {

@@ -9,6 +9,7 @@ pub mod queue;
 pub mod ready;
 pub mod router;
 pub mod schedule;
+mod shared_rate;
 mod sqlite_queue;
 pub mod vacuum;
 pub mod worker;
@@ -85,7 +86,11 @@ pub fn start(
         store: store.clone(),
         integrations,
         base_policy,
-        flow: flow::Flow::default(),
+        // One node on a SQLite file; on PostgreSQL the rate limits are shared by every node.
+        flow: match store.backend() {
+            crate::store::Backend::Sqlite => flow::Flow::default(),
+            crate::store::Backend::Postgres => flow::Flow::shared(store.clone()),
+        },
         alerts,
         ready: Default::default(),
     });

@@ -96,6 +96,29 @@ async fn two_worker_nodes_deliver_each_event_once() {
 }
 
 #[tokio::test]
+async fn two_nodes_share_a_destinations_rate_limit() {
+    let env = crate::env_or_skip!(Db::Postgres);
+    let rx = Receiver::start().await;
+    let a = env.start_with(&["--allow-private-destinations"]).await;
+    let b = env.start_with(&["--allow-private-destinations", "--mode", "worker"]).await;
+    let w = world_on(&env, a, rx.clone(), json!({"rate_limit": 5})).await;
+    for i in 0..20 {
+        w.track(&format!("s{i}")).await;
+    }
+    let got = rx.wait_for(20, 30).await;
+    assert_eq!(got.len(), 20);
+    // A burst of 5, then 5 per second for both nodes together (each on its own would send 10 per
+    // second): the other 15 need at least 3 s.
+    let span = got[19].at - got[0].at;
+    assert!(span >= Duration::from_millis(2700), "20 requests at 5/s over two nodes took {span:?}");
+    assert!(span <= Duration::from_secs(6), "slots are not wasted: 20 requests at 5/s took {span:?}");
+    let after = &got[5..];
+    let in_a_second = after.iter().map(|r| after.iter().filter(|o| o.at >= r.at && o.at - r.at < Duration::from_millis(950)).count()).max().unwrap();
+    assert!(in_a_second <= 6, "after the burst, 5 in any second (one more for timing): {in_a_second}");
+    drop(b);
+}
+
+#[tokio::test]
 async fn sustained_failure_opens_the_breaker_alerts_and_recovers() {
     let env = crate::env_or_skip!(Db::Sqlite);
     let alerts = Receiver::start().await;
