@@ -1,6 +1,7 @@
 //! Flow control per destination: a rate limit (governor's GCRA on one node; on PostgreSQL the
-//! same algorithm shared by all nodes, `shared_rate`) and a concurrency limit per node. A job waits briefly for either (a concurrency permit up to 5 s, a rate slot up to
-//! 250 ms); beyond that it is deferred rather than held, so claims never outlive their lease.
+//! same algorithm shared by all nodes, `shared_rate`) and a concurrency limit per node. A job
+//! waits briefly for either (a concurrency permit up to 5 s, a rate slot up to 250 ms); beyond
+//! that it is deferred rather than held, so claims never outlive their lease.
 
 use governor::{clock::Clock, clock::DefaultClock, DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
