@@ -178,11 +178,11 @@ pub async fn message_ids(conn: &mut sqlx::AnyConnection, seqs: &[i64]) -> sqlx::
     Ok(out)
 }
 
-/// Privacy: takes the given (deleted) events out of the batch rows holding them, with those rows'
-/// logged requests (which contain the events); a row left without events is deleted.
-pub async fn forget(conn: &mut sqlx::AnyConnection, seqs: &[i64]) -> sqlx::Result<u64> {
+/// Privacy: takes the given (deleted) events out of the batch rows holding them (`held`, from
+/// `containers`), with those rows' logged requests (which contain the events); a row left without
+/// events is deleted.
+pub async fn forget(conn: &mut sqlx::AnyConnection, seqs: &[i64], held: Vec<(String, i64, Vec<i64>)>) -> sqlx::Result<u64> {
     let mut deleted = 0;
-    let held = containers(conn, None, seqs).await?;
     let gone: Vec<String> = if held.is_empty() { Vec::new() } else { message_ids(conn, seqs).await?.into_values().collect() };
     for (id, _, members) in held {
         // The row's requests of several events, and the deleted events' own requests.

@@ -47,10 +47,12 @@ impl Store {
             let of_user = format!("SELECT seq FROM events WHERE {column} = $1");
             // Batch rows holding the user's events lose them first (with their logged requests).
             let seqs: Vec<i64> = sqlx::query_scalar(&of_user).bind(value).fetch_all(&mut *tx).await?;
-            out.deliveries_deleted += crate::deliver::batch_rows::forget(&mut *tx, &seqs).await?;
-            // Requests of several events holding one of theirs (an ordered batch logged with
-            // another event), and the other events' pointers to them.
-            super::privacy_batches::forget(&mut tx, &of_user, value).await?;
+            let held = crate::deliver::batch_rows::containers(&mut *tx, None, &seqs).await?;
+            // Requests of several events holding one of theirs, wherever they are logged (with
+            // another event or another batch row), and the pointers to them.
+            let rows: Vec<&str> = held.iter().map(|(id, _, _)| id.as_str()).collect();
+            super::privacy_batches::forget(&mut tx, &of_user, value, &rows).await?;
+            out.deliveries_deleted += crate::deliver::batch_rows::forget(&mut *tx, &seqs, held).await?;
             sqlx::query(&format!(
                 "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq IN ({of_user})) \
                  OR id IN (SELECT attempt_id FROM deliveries WHERE attempt_id IS NOT NULL AND event_seq IN ({of_user}))"

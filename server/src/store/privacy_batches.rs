@@ -1,8 +1,8 @@
-//! Privacy and requests of several events. An ordered destination that batches has a delivery row
-//! per event; a batch's request is logged once, with its first event (`attempts.events > 1`), and
-//! the other events' attempts point to it (`{"batch": {"size", "logged_with", "attempt"}}`).
-//! Deleting a user removes every logged request holding one of their events, whoever's event it is
-//! logged with, and the pointers to it stop naming its first event.
+//! Privacy and requests of several events. A request of several events is logged once, with its
+//! first event's delivery row (`attempts.events > 1`): an ordered destination's row of one event, or
+//! a batch row; the other rows' attempts point to it (`{"batch": {"size", "logged_with",
+//! "attempt"}}`). Deleting a user removes every logged request holding one of their events,
+//! whichever row it is logged with, and the pointers to it stop naming its first event.
 
 use super::Result;
 use serde_json::{json, Value};
@@ -30,10 +30,19 @@ type Logged = (String, String, i64, String);
 const LOGGED: &str = "SELECT id, destination_id, at, message_id FROM attempts";
 
 /// Deletes the logged requests of several events that hold an event of the user (`of_user`
-/// selects their event seqs from `value`), and unlinks the pointers to them.
-pub async fn forget(tx: &mut Tx, of_user: &str, value: &str) -> Result<()> {
-    let sql = format!("SELECT id, destination_id, at, message_id, request FROM attempts WHERE events > 1 AND delivery_id IN (SELECT id FROM deliveries WHERE event_seq IN ({of_user}))");
-    let rows: Vec<(String, String, i64, String, String)> = sqlx::query_as(&sql).bind(value).fetch_all(&mut **tx).await?;
+/// selects their event seqs from `value`; `batch_rows` are the batch rows holding one of them),
+/// and unlinks the pointers to them.
+pub async fn forget(tx: &mut Tx, of_user: &str, value: &str, batch_rows: &[&str]) -> Result<()> {
+    let marks: String = (0..batch_rows.len()).map(|i| format!(", ${}", i + 2)).collect();
+    let sql = format!(
+        "SELECT id, destination_id, at, message_id, request FROM attempts WHERE events > 1 \
+         AND (delivery_id IN (SELECT id FROM deliveries WHERE event_seq IN ({of_user})) OR delivery_id IN (''{marks}))"
+    );
+    let mut q = sqlx::query_as(&sql).bind(value);
+    for id in batch_rows {
+        q = q.bind(*id);
+    }
+    let rows: Vec<(String, String, i64, String, String)> = q.fetch_all(&mut **tx).await?;
     let mut logged: Vec<Logged> = Vec::new();
     for (id, destination, at, message_id, request) in rows {
         match pointer(&request) {

@@ -32,6 +32,17 @@ async fn listed(w: &World) -> std::collections::HashMap<String, (String, String,
     list["items"].as_array().unwrap().iter().map(|d| (d["message_id"].as_str().unwrap().to_string(), (d["id"].as_str().unwrap().to_string(), d["state"].as_str().unwrap().to_string(), d["reason"].clone()))).collect()
 }
 
+/// Waits until `n` deliveries are listed (routed, whatever their state).
+async fn routed(w: &World, n: usize) {
+    for _ in 0..200 {
+        if listed(w).await.len() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{n} deliveries were not routed: {}", w.get("/deliveries").await);
+}
+
 /// Waits until every listed event is in a final state and at least `n` are listed.
 async fn settled(w: &World, n: usize) -> std::collections::HashMap<String, (String, String, Value)> {
     for _ in 0..400 {
@@ -163,12 +174,7 @@ async fn events_sent_one_by_one_share_a_row_and_keep_their_own_attempts(db: Db) 
     let dest = |p: &str| w.server.at(&format!("/api/destinations/{}/{p}", w.dest));
     c.post(dest("pause")).bearer_auth(&w.token).send().await.unwrap();
     send(&w, &[("o0", "keep", json!({})), ("o1", "gone", json!({})), ("o2", "keep", json!({}))]).await;
-    for _ in 0..200 {
-        if listed(&w).await.len() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    routed(&w, 3).await;
     c.post(dest("resume")).bearer_auth(&w.token).send().await.unwrap();
     let all = settled(&w, 3).await;
     assert_eq!(w.rx.requests().len(), 3, "a request per event");
@@ -214,3 +220,32 @@ async fn a_deleted_user_leaves_no_request_logged_with_another_users_event(db: Db
     assert!(left.contains_key("q0") && left.contains_key("q2") && !left.contains_key("q-of-gone"), "{left:?}");
 }
 both!(a_deleted_user_leaves_no_request_logged_with_another_users_event);
+
+/// Two batch rows sent in one request: the request is logged with the first row, the second row
+/// points to it. Deleting a user whose event is in the second row takes that request too.
+async fn a_deleted_user_leaves_no_request_logged_with_another_batch_row(db: Db) {
+    let (_env, w) = world(db, json!({"batch_size": 4, "batch_wait_ms": 100})).await;
+    let c = w.server.client();
+    let dest = |p: &str| w.server.at(&format!("/api/destinations/{}/{p}", w.dest));
+    c.post(dest("pause")).bearer_auth(&w.token).send().await.unwrap();
+    send(&w, &[("b0", "keep", json!({})), ("b1", "keep", json!({}))]).await;
+    routed(&w, 2).await;
+    // Their event is not the first of its row (which the row's own seq would find).
+    send(&w, &[("b2", "also", json!({})), ("b-of-gone", "gone", json!({}))]).await;
+    routed(&w, 4).await;
+    c.post(dest("resume")).bearer_auth(&w.token).send().await.unwrap();
+    let all = settled(&w, 4).await;
+    let rows: std::collections::HashSet<&String> = all.values().map(|(id, _, _)| id).collect();
+    assert_eq!(rows.len(), 2, "two router steps, two rows: {all:?}");
+    let got = w.rx.requests();
+    assert_eq!(got.len(), 1, "both rows in one request");
+    assert_eq!(serde_json::from_slice::<Value>(&got[0].body).unwrap().as_array().unwrap().len(), 4);
+    assert!(w.get("/attempts").await.to_string().contains("gone"), "the logged request holds their event");
+    let r = c.post(w.server.at("/api/privacy/deletions")).bearer_auth(&w.token).json(&json!({"userId": "gone"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let after = w.get("/attempts").await;
+    assert!(!after.to_string().contains("gone"), "neither their event nor its messageId is left: {after}");
+    let left = listed(&w).await;
+    assert_eq!(left.len(), 3, "{left:?}");
+}
+both!(a_deleted_user_leaves_no_request_logged_with_another_batch_row);
