@@ -32,6 +32,12 @@ async fn listed(w: &World) -> std::collections::HashMap<String, (String, String,
     list["items"].as_array().unwrap().iter().map(|d| (d["message_id"].as_str().unwrap().to_string(), (d["id"].as_str().unwrap().to_string(), d["state"].as_str().unwrap().to_string(), d["reason"].clone()))).collect()
 }
 
+/// Pauses or resumes the destination.
+async fn act(w: &World, what: &str) {
+    let r = w.server.client().post(w.server.at(&format!("/api/destinations/{}/{what}", w.dest))).bearer_auth(&w.token).send().await.unwrap();
+    assert!(r.status().is_success(), "{what}: {}", r.status());
+}
+
 /// Waits until `n` deliveries are listed (routed, whatever their state).
 async fn routed(w: &World, n: usize) {
     for _ in 0..200 {
@@ -111,8 +117,7 @@ both!(a_batch_whose_events_end_differently_is_split);
 async fn a_deleted_users_events_leave_their_batch(db: Db) {
     let (_env, w) = world(db, json!({"batch_size": 10, "batch_wait_ms": 100})).await;
     let c = w.server.client();
-    let dest = |p: &str| w.server.at(&format!("/api/destinations/{}/{p}", w.dest));
-    c.post(dest("pause")).bearer_auth(&w.token).send().await.unwrap();
+    act(&w, "pause").await;
     // The batch's first event and one in the middle are the deleted user's.
     let users = ["gone", "u1", "u2", "gone", "u3", "u4"];
     let events: Vec<(String, &str)> = users.iter().enumerate().map(|(i, u)| (format!("p{i}"), *u)).collect();
@@ -131,7 +136,7 @@ async fn a_deleted_users_events_leave_their_batch(db: Db) {
     let mut ids: Vec<&String> = left.keys().collect();
     ids.sort();
     assert_eq!(ids, ["p1", "p2", "p4", "p5"]);
-    c.post(dest("resume")).bearer_auth(&w.token).send().await.unwrap();
+    act(&w, "resume").await;
     let all = settled(&w, 4).await;
     assert_eq!(all.len(), 4);
     let got = w.rx.requests();
@@ -171,11 +176,10 @@ both!(a_dead_batch_leaves_a_dead_letter_per_event);
 async fn events_sent_one_by_one_share_a_row_and_keep_their_own_attempts(db: Db) {
     let (_env, w) = world(db, json!({})).await;
     let c = w.server.client();
-    let dest = |p: &str| w.server.at(&format!("/api/destinations/{}/{p}", w.dest));
-    c.post(dest("pause")).bearer_auth(&w.token).send().await.unwrap();
+    act(&w, "pause").await;
     send(&w, &[("o0", "keep", json!({})), ("o1", "gone", json!({})), ("o2", "keep", json!({}))]).await;
     routed(&w, 3).await;
-    c.post(dest("resume")).bearer_auth(&w.token).send().await.unwrap();
+    act(&w, "resume").await;
     let all = settled(&w, 3).await;
     assert_eq!(w.rx.requests().len(), 3, "a request per event");
     let ids: std::collections::HashSet<&String> = all.values().map(|(id, _, _)| id).collect();
@@ -226,14 +230,13 @@ both!(a_deleted_user_leaves_no_request_logged_with_another_users_event);
 async fn a_deleted_user_leaves_no_request_logged_with_another_batch_row(db: Db) {
     let (_env, w) = world(db, json!({"batch_size": 4, "batch_wait_ms": 100})).await;
     let c = w.server.client();
-    let dest = |p: &str| w.server.at(&format!("/api/destinations/{}/{p}", w.dest));
-    c.post(dest("pause")).bearer_auth(&w.token).send().await.unwrap();
+    act(&w, "pause").await;
     send(&w, &[("b0", "keep", json!({})), ("b1", "keep", json!({}))]).await;
     routed(&w, 2).await;
     // Their event is not the first of its row (which the row's own seq would find).
     send(&w, &[("b2", "also", json!({})), ("b-of-gone", "gone", json!({}))]).await;
     routed(&w, 4).await;
-    c.post(dest("resume")).bearer_auth(&w.token).send().await.unwrap();
+    act(&w, "resume").await;
     let all = settled(&w, 4).await;
     let rows: std::collections::HashSet<&String> = all.values().map(|(id, _, _)| id).collect();
     assert_eq!(rows.len(), 2, "two router steps, two rows: {all:?}");
