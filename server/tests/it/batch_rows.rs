@@ -32,6 +32,13 @@ async fn listed(w: &World) -> std::collections::HashMap<String, (String, String,
     list["items"].as_array().unwrap().iter().map(|d| (d["message_id"].as_str().unwrap().to_string(), (d["id"].as_str().unwrap().to_string(), d["state"].as_str().unwrap().to_string(), d["reason"].clone()))).collect()
 }
 
+/// Deletes what is stored about a user; returns the destination's attempt log after.
+async fn forget(w: &World, user: &str) -> Value {
+    let r = w.server.client().post(w.server.at("/api/privacy/deletions")).bearer_auth(&w.token).json(&json!({"userId": user})).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    w.get("/attempts").await
+}
+
 /// Pauses or resumes the destination.
 async fn act(w: &World, what: &str) {
     let r = w.server.client().post(w.server.at(&format!("/api/destinations/{}/{what}", w.dest))).bearer_auth(&w.token).send().await.unwrap();
@@ -116,7 +123,6 @@ both!(a_batch_whose_events_end_differently_is_split);
 
 async fn a_deleted_users_events_leave_their_batch(db: Db) {
     let (_env, w) = world(db, json!({"batch_size": 10, "batch_wait_ms": 100})).await;
-    let c = w.server.client();
     act(&w, "pause").await;
     // The batch's first event and one in the middle are the deleted user's.
     let users = ["gone", "u1", "u2", "gone", "u3", "u4"];
@@ -130,8 +136,7 @@ async fn a_deleted_users_events_leave_their_batch(db: Db) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(listed(&w).await.len(), 6, "routed while paused");
-    let r = c.post(w.server.at("/api/privacy/deletions")).bearer_auth(&w.token).json(&json!({"userId": "gone"})).send().await.unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    forget(&w, "gone").await;
     let left = listed(&w).await;
     let mut ids: Vec<&String> = left.keys().collect();
     ids.sort();
@@ -144,9 +149,7 @@ async fn a_deleted_users_events_leave_their_batch(db: Db) {
     let sent: Vec<String> = serde_json::from_slice::<Value>(&got[0].body).unwrap().as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(sent, ["p1", "p2", "p4", "p5"], "the deleted user's events are not sent");
     // After delivery, deleting another user takes the logged request (which holds their event).
-    let r = c.post(w.server.at("/api/privacy/deletions")).bearer_auth(&w.token).json(&json!({"userId": "u2"})).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let attempts = w.get("/attempts").await;
+    let attempts = forget(&w, "u2").await;
     assert!(!attempts.to_string().contains("p2"), "{attempts}");
     let left = listed(&w).await;
     assert_eq!(left.len(), 3, "{left:?}");
@@ -175,7 +178,6 @@ both!(a_dead_batch_leaves_a_dead_letter_per_event);
 
 async fn events_sent_one_by_one_share_a_row_and_keep_their_own_attempts(db: Db) {
     let (_env, w) = world(db, json!({})).await;
-    let c = w.server.client();
     act(&w, "pause").await;
     send(&w, &[("o0", "keep", json!({})), ("o1", "gone", json!({})), ("o2", "keep", json!({}))]).await;
     routed(&w, 3).await;
@@ -191,9 +193,7 @@ async fn events_sent_one_by_one_share_a_row_and_keep_their_own_attempts(db: Db) 
         assert_eq!(items[0]["message_id"], id);
         assert!(items[0]["request"].to_string().contains(id), "{attempts}");
     }
-    let r = c.post(w.server.at("/api/privacy/deletions")).bearer_auth(&w.token).json(&json!({"userId": "gone"})).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let attempts = w.get("/attempts").await;
+    let attempts = forget(&w, "gone").await;
     let left: Vec<&str> = attempts["items"].as_array().unwrap().iter().map(|a| a["message_id"].as_str().unwrap()).collect();
     assert_eq!(left.len(), 2, "{attempts}");
     assert!(!left.contains(&"o1") && !attempts.to_string().contains("gone"), "{attempts}");
@@ -213,10 +213,7 @@ async fn a_deleted_user_leaves_no_request_logged_with_another_users_event(db: Db
     assert!(all.values().all(|(_, s, _)| s == "succeeded"), "{all:?}");
     let before = w.get("/attempts").await;
     assert!(before.to_string().contains("gone"), "the logged requests hold the user's event: {before}");
-    let c = w.server.client();
-    let r = c.post(w.server.at("/api/privacy/deletions")).bearer_auth(&w.token).json(&json!({"userId": "gone"})).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let after = w.get("/attempts").await;
+    let after = forget(&w, "gone").await;
     // (Ids are Crockford base32, without the letter o.)
     assert!(!after.to_string().contains("gone"), "neither their event nor its messageId is left: {after}");
     // The other events' deliveries stay listed.
@@ -229,7 +226,6 @@ both!(a_deleted_user_leaves_no_request_logged_with_another_users_event);
 /// points to it. Deleting a user whose event is in the second row takes that request too.
 async fn a_deleted_user_leaves_no_request_logged_with_another_batch_row(db: Db) {
     let (_env, w) = world(db, json!({"batch_size": 4, "batch_wait_ms": 100})).await;
-    let c = w.server.client();
     act(&w, "pause").await;
     send(&w, &[("b0", "keep", json!({})), ("b1", "keep", json!({}))]).await;
     routed(&w, 2).await;
@@ -244,9 +240,7 @@ async fn a_deleted_user_leaves_no_request_logged_with_another_batch_row(db: Db) 
     assert_eq!(got.len(), 1, "both rows in one request");
     assert_eq!(serde_json::from_slice::<Value>(&got[0].body).unwrap().as_array().unwrap().len(), 4);
     assert!(w.get("/attempts").await.to_string().contains("gone"), "the logged request holds their event");
-    let r = c.post(w.server.at("/api/privacy/deletions")).bearer_auth(&w.token).json(&json!({"userId": "gone"})).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let after = w.get("/attempts").await;
+    let after = forget(&w, "gone").await;
     assert!(!after.to_string().contains("gone"), "neither their event nor its messageId is left: {after}");
     let left = listed(&w).await;
     assert_eq!(left.len(), 3, "{left:?}");
