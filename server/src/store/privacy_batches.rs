@@ -33,16 +33,18 @@ const LOGGED: &str = "SELECT id, destination_id, at, message_id FROM attempts";
 /// selects their event seqs from `value`; `batch_rows` are the batch rows holding one of them),
 /// and unlinks the pointers to them.
 pub async fn forget(tx: &mut Tx, of_user: &str, value: &str, batch_rows: &[&str]) -> Result<()> {
-    let marks: String = (0..batch_rows.len()).map(|i| format!(", ${}", i + 2)).collect();
-    let sql = format!(
-        "SELECT id, destination_id, at, message_id, request FROM attempts WHERE events > 1 \
-         AND (delivery_id IN (SELECT id FROM deliveries WHERE event_seq IN ({of_user})) OR delivery_id IN (''{marks}))"
-    );
-    let mut q = sqlx::query_as(&sql).bind(value);
-    for id in batch_rows {
-        q = q.bind(*id);
+    const OF: &str = "SELECT id, destination_id, at, message_id, request FROM attempts WHERE events > 1 AND delivery_id IN";
+    let sql = format!("{OF} (SELECT id FROM deliveries WHERE event_seq IN ({of_user}))");
+    let mut rows: Vec<(String, String, i64, String, String)> = sqlx::query_as(&sql).bind(value).fetch_all(&mut **tx).await?;
+    for part in batch_rows.chunks(500) {
+        let marks: Vec<String> = (1..=part.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("{OF} ({})", marks.join(", "));
+        let mut q = sqlx::query_as(&sql);
+        for id in part {
+            q = q.bind(*id);
+        }
+        rows.extend(q.fetch_all(&mut **tx).await?);
     }
-    let rows: Vec<(String, String, i64, String, String)> = q.fetch_all(&mut **tx).await?;
     let mut logged: Vec<Logged> = Vec::new();
     for (id, destination, at, message_id, request) in rows {
         match pointer(&request) {
