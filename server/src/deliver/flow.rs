@@ -42,7 +42,9 @@ impl Flow {
         let (semaphore, limiter) = {
             let mut map = self.by_destination.lock().unwrap_or_else(|p| p.into_inner());
             let limits = map.entry(destination.to_string()).or_insert_with(|| Limits { rate: None, concurrency: (0, Arc::new(Semaphore::new(0))) });
-            match (rate.and_then(NonZeroU32::new), &limits.rate) {
+            // With the shared limit (PostgreSQL) governor is not used.
+            let local = rate.and_then(NonZeroU32::new).filter(|_| self.shared.is_none());
+            match (local, &limits.rate) {
                 (Some(r), Some((old, _))) if *old == r.get() => {}
                 (Some(r), _) => limits.rate = Some((r.get(), Arc::new(RateLimiter::direct(Quota::per_second(r))))),
                 (None, _) => limits.rate = None,
@@ -58,7 +60,8 @@ impl Flow {
         };
         if let (Some(shared), Some(r)) = (&self.shared, rate.and_then(NonZeroU32::new)) {
             shared.take(destination, r, SHORT).await?;
-        } else if let Some(limiter) = limiter {
+        }
+        if let Some(limiter) = limiter {
             while let Err(not_until) = limiter.check() {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 if wait > SHORT {

@@ -45,6 +45,15 @@ pub fn offsets(tat: i64, now: i64, n: u32, interval: i64, burst: i64) -> Vec<i64
     (0..i64::from(n)).map(|i| (start + i * interval - burst - now).max(0)).collect()
 }
 
+/// A destination's reserved slots, dropped when its rate changed.
+fn slots_of<'m>(map: &'m mut HashMap<String, Slots>, destination: &str, rate: u32) -> &'m mut Slots {
+    let s = map.entry(destination.to_string()).or_insert_with(|| Slots { rate, at: VecDeque::new() });
+    if s.rate != rate {
+        *s = Slots { rate, at: VecDeque::new() };
+    }
+    s
+}
+
 impl SharedRate {
     pub fn new(store: Store) -> Self {
         SharedRate { store, slots: Mutex::new(HashMap::new()) }
@@ -55,10 +64,7 @@ impl SharedRate {
         for _ in 0..2 {
             let next = {
                 let mut map = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-                let s = map.entry(destination.to_string()).or_insert_with(|| Slots { rate: rate.get(), at: VecDeque::new() });
-                if s.rate != rate.get() {
-                    *s = Slots { rate: rate.get(), at: VecDeque::new() };
-                }
+                let s = slots_of(&mut map, destination, rate.get());
                 let now = Instant::now();
                 while s.at.front().is_some_and(|t| *t + STALE < now) {
                     s.at.pop_front();
@@ -99,7 +105,7 @@ impl SharedRate {
         };
         let base = Instant::now();
         let mut map = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let s = map.entry(destination.to_string()).or_insert_with(|| Slots { rate: r, at: VecDeque::new() });
+        let s = slots_of(&mut map, destination, r);
         for off in offsets(tat, now, n, interval, burst) {
             s.at.push_back(base + Duration::from_micros(off as u64));
         }
