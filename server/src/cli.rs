@@ -212,7 +212,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Workspace(WorkspaceCommand::Apply { file }) => {
             let (ws, resolved) = crate::workspace::parse(&file)?;
-            let integrations = crate::integrations::Integrations::load(&crate::keys::load(&config)?, config.allow_private_destinations)?;
+            let integrations = crate::integrations::Integrations::load(&crate::keys::load(&config)?, &config)?;
             let store = open(&config).await?;
             let report = crate::workspace::apply(&store, &Actor::Cli, &ws, &resolved, &integrations).await?;
             eprintln!("{report}");
@@ -234,7 +234,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Integrations(c) => crate::integrations::cli::run(c),
         Command::Workspace(WorkspaceCommand::Export) => {
-            let integrations = crate::integrations::Integrations::load(&crate::keys::load(&config)?, config.allow_private_destinations)?;
+            let integrations = crate::integrations::Integrations::load(&crate::keys::load(&config)?, &config)?;
             let store = open(&config).await?;
             let ws = crate::workspace::export(&store, &integrations).await?;
             print!("{}", crate::workspace::to_toml(&ws)?);
@@ -250,7 +250,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let keys = crate::keys::load(&config)?;
-    let integrations = crate::integrations::Integrations::load(&keys, config.allow_private_destinations)?;
+    let integrations = crate::integrations::Integrations::load(&keys, &config)?;
     let store = open(&config).await?;
     if let Some((ws, resolved)) = &workspace {
         let report = crate::workspace::apply(&store, &Actor::Cli, ws, resolved, &integrations)

@@ -63,6 +63,7 @@ struct FileConfig {
     max_message_bytes: Option<u64>,
     max_request_bytes: Option<u64>,
     max_batch_messages: Option<u64>,
+    ingest_queue: Option<u64>,
     dedupe_window_secs: Option<u64>,
     event_retention_days: Option<u64>,
     durability: Option<String>,
@@ -75,6 +76,9 @@ struct FileConfig {
     retry_max_age_secs: Option<f64>,
     retry_max_attempts: Option<u32>,
     attempt_retention_days: Option<u64>,
+    attempt_request_bytes: Option<u64>,
+    attempt_response_bytes: Option<u64>,
+    delivery_timeout_secs: Option<u64>,
 }
 
 /// What a node runs.
@@ -125,6 +129,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub max_request_bytes: usize,
     pub max_batch_messages: usize,
+    /// Requests that may wait for the event writer; more get 503 with `Retry-After`.
+    pub ingest_queue: usize,
     pub dedupe_window_secs: u64,
     pub event_retention_days: u64,
     pub durability: Durability,
@@ -140,7 +146,27 @@ pub struct Config {
     pub retry: crate::deliver::schedule::RetryPolicy,
     /// Attempts are kept this many days.
     pub attempt_retention_days: u64,
+    /// How much of a request body (bytes) the attempt log keeps.
+    pub attempt_request_bytes: usize,
+    /// How much of a response body (bytes) the attempt log keeps.
+    pub attempt_response_bytes: usize,
+    /// How long a request to an HTTP destination may take before it counts as failed (retried).
+    pub delivery_timeout_secs: u64,
 }
+
+impl Config {
+    /// What the transports are allowed and how long they wait.
+    pub fn transport_options(&self) -> crate::transport::Options {
+        crate::transport::Options {
+            allow_private: self.allow_private_destinations,
+            timeout: std::time::Duration::from_secs(self.delivery_timeout_secs),
+            response_bytes: self.attempt_response_bytes,
+        }
+    }
+}
+
+/// The most requests `ingest_queue` lets wait: beyond it, waiting requests only hold memory.
+const MAX_INGEST_QUEUE: u64 = 1 << 20;
 
 /// A number from `SWITCHYARD_<KEY>`, else the file, else the default; at least `min`.
 fn number(key: &str, file: Option<u64>, default: u64, min: u64) -> Result<u64, ConfigError> {
@@ -236,7 +262,8 @@ impl Config {
                 return Err(bad("public_url", format!("'{u}' must start with http:// or https://")));
             }
         }
-        let allow_private_destinations = match &serve.allow_private_destinations {
+        // The environment counts for every subcommand (`workspace apply` saves destinations too).
+        let allow_private_destinations = match &serve.allow_private_destinations.clone().or_else(|| env("SWITCHYARD_ALLOW_PRIVATE_DESTINATIONS")) {
             Some(v) => parse_bool(v).ok_or_else(|| bad("allow_private_destinations", format!("'{v}' is not true or false")))?,
             None => file.allow_private_destinations.unwrap_or(false),
         };
@@ -278,6 +305,9 @@ impl Config {
         Ok(Config {
             retry,
             attempt_retention_days: number("attempt_retention_days", file.attempt_retention_days, 7, 1)?,
+            attempt_request_bytes: number("attempt_request_bytes", file.attempt_request_bytes, 16 * 1024, 64)? as usize,
+            attempt_response_bytes: number("attempt_response_bytes", file.attempt_response_bytes, 4096, 64)? as usize,
+            delivery_timeout_secs: number("delivery_timeout_secs", file.delivery_timeout_secs, 10, 1)?,
             alert_url,
             mode,
             delivery_lease_secs: number("delivery_lease_secs", file.delivery_lease_secs, 60, 1)?,
@@ -286,6 +316,10 @@ impl Config {
             max_message_bytes: number("max_message_bytes", file.max_message_bytes, 32 * 1024, 1024)? as usize,
             max_request_bytes: number("max_request_bytes", file.max_request_bytes, 500 * 1024, 1024)? as usize,
             max_batch_messages: number("max_batch_messages", file.max_batch_messages, 2500, 1)? as usize,
+            ingest_queue: match number("ingest_queue", file.ingest_queue, crate::ingest::writer::DEFAULT_QUEUE as u64, 1)? {
+                n if n > MAX_INGEST_QUEUE => return Err(bad("ingest_queue", format!("must be at most {MAX_INGEST_QUEUE}, got {n}"))),
+                n => n as usize,
+            },
             dedupe_window_secs: number("dedupe_window_secs", file.dedupe_window_secs, 24 * 3600, 0)?,
             event_retention_days: number("event_retention_days", file.event_retention_days, 30, 1)?,
             durability,

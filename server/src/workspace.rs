@@ -137,6 +137,11 @@ pub async fn apply(
             let list: Vec<String> = errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect();
             InvalidWorkspace(format!("destination '{}': {}; nothing was applied", d.name, list.join("; ")))
         })?;
+        let private = destination::private_urls(integrations, &write).await;
+        if !private.is_empty() {
+            let list: Vec<String> = private.iter().map(|e| format!("{} {}", e.field, e.message)).collect();
+            return Err(InvalidWorkspace(format!("destination '{}': {}; nothing was applied", d.name, list.join("; "))).into());
+        }
         let delivery = Value::Object(d.delivery.clone());
         let patch: crate::deliver::schedule::PolicyPatch = serde_json::from_value(delivery.clone())
             .map_err(|e| InvalidWorkspace(format!("destination '{}': delivery: {e}; nothing was applied", d.name)))?;

@@ -34,6 +34,9 @@ pub struct AttemptOut {
     #[schema(value_type = Object)]
     pub request: serde_json::Value,
     pub response: String,
+    /// The response's headers, when there was a response (names in lower case).
+    #[schema(value_type = Option<Object>)]
+    pub response_headers: Option<serde_json::Value>,
 }
 
 /// Deliveries of a destination, newest first; `state` filters. A pending or retrying delivery
@@ -136,8 +139,67 @@ pub async fn attempts(store: &Store, destination_id: &str, message_id: Option<&s
                 status: r.try_get::<Option<i64>, _>("status").ok().flatten(),
                 request: serde_json::from_str(&request).unwrap_or(serde_json::Value::String(request)),
                 response: get(r, "response")?,
+                response_headers: r.try_get::<Option<String>, _>("response_headers").ok().flatten().and_then(|h| serde_json::from_str(&h).ok()),
             })
         })
         .collect()
 }
 
+
+/// A replay of dead letters: who asked, when, which, how many, and how they ended so far.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReplayRecord {
+    pub id: String,
+    pub actor: String,
+    pub at: i64,
+    /// Dead letters put back in the queue.
+    pub count: i64,
+    /// What was asked for: `{"ids": [...]}` or `{"filter": {...}}`.
+    #[schema(value_type = Object)]
+    pub request: serde_json::Value,
+    /// The replayed deliveries by their state now (`succeeded`, `dead`, `pending`, `retrying`,
+    /// `in_flight`, `discarded`…); `gone`: no longer this replay's (replayed again by a later
+    /// replay, or removed after the retention period).
+    pub outcome: std::collections::BTreeMap<String, i64>,
+}
+
+/// The destination's replays, newest first, with their outcome.
+pub async fn replays(store: &Store, destination_id: &str, limit: i64) -> anyhow::Result<Vec<ReplayRecord>> {
+    let rows = sqlx::query("SELECT id, actor, at, count, filter FROM replays WHERE destination_id = $1 ORDER BY at DESC, id DESC LIMIT $2")
+        .bind(destination_id)
+        .bind(limit)
+        .fetch_all(store.pool())
+        .await?;
+    let now = now_ms();
+    let leased: Vec<String> = store.direct().map(|d| d.leases().held(now)).unwrap_or_default();
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let id: String = get(r, "id")?;
+        let states = sqlx::query("SELECT id, state, lease_until FROM deliveries WHERE replay_id = $1").bind(&id).fetch_all(store.pool()).await?;
+        let mut outcome = std::collections::BTreeMap::new();
+        for d in &states {
+            let mut state: String = get(d, "state")?;
+            let lease = d.try_get::<Option<i64>, _>("lease_until").ok().flatten();
+            let delivery: String = get(d, "id")?;
+            if (state == "pending" || state == "retrying") && (lease.is_some_and(|l| l > now) || leased.contains(&delivery)) {
+                state = "in_flight".into();
+            }
+            *outcome.entry(state).or_insert(0) += 1;
+        }
+        let count: i64 = get(r, "count")?;
+        let gone = count - states.len() as i64;
+        if gone > 0 {
+            outcome.insert("gone".into(), gone);
+        }
+        let filter: String = get(r, "filter")?;
+        out.push(ReplayRecord {
+            id,
+            actor: get(r, "actor")?,
+            at: get(r, "at")?,
+            count,
+            request: serde_json::from_str(&filter).unwrap_or(serde_json::Value::String(filter)),
+            outcome,
+        });
+    }
+    Ok(out)
+}

@@ -213,7 +213,7 @@ pub async fn pause_destination(store: &Store, destination_id: &str, until: Optio
     Ok(())
 }
 
-pub use super::listing::{attempts, deliveries, AttemptOut, DeliveryOut};
+pub use super::listing::{attempts, deliveries, replays, AttemptOut, DeliveryOut, ReplayRecord};
 
 /// Which dead letters a replay takes when no ids are given.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -237,20 +237,23 @@ pub async fn replay(
     recorded: &str,
 ) -> anyhow::Result<(String, u64)> {
     let now = now_ms();
+    let replay_id = new_id("rpl");
     let mut tx = store.begin().await?;
     let mut count = 0;
-    let base = "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = $1, created_at = $1, updated_at = $1, reason = NULL \
-                WHERE destination_id = $2 AND state = 'dead'";
+    // Each replayed delivery is marked with its replay: `replays` tells how they ended.
+    let base = "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = $1, created_at = $1, updated_at = $1, reason = NULL, replay_id = $2 \
+                WHERE destination_id = $3 AND state = 'dead'";
     match ids {
         Some(ids) => {
             for id in ids {
-                count += sqlx::query(&format!("{base} AND id = $3")).bind(now).bind(destination_id).bind(id).execute(&mut *tx).await?.rows_affected();
+                count += sqlx::query(&format!("{base} AND id = $4")).bind(now).bind(&replay_id).bind(destination_id).bind(id).execute(&mut *tx).await?.rows_affected();
             }
         }
         None => {
             let text = filter.reason_contains.as_deref().unwrap_or("").replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-            count = sqlx::query(&format!("{base} AND updated_at >= $3 AND updated_at <= $4 AND COALESCE(reason, '') LIKE $5 ESCAPE '\\'"))
+            count = sqlx::query(&format!("{base} AND updated_at >= $4 AND updated_at <= $5 AND COALESCE(reason, '') LIKE $6 ESCAPE '\\'"))
                 .bind(now)
+                .bind(&replay_id)
                 .bind(destination_id)
                 .bind(filter.since.unwrap_or(0))
                 .bind(filter.until.unwrap_or(i64::MAX))
@@ -260,7 +263,6 @@ pub async fn replay(
                 .rows_affected()
         }
     }
-    let replay_id = new_id("rpl");
     sqlx::query("INSERT INTO replays (id, destination_id, actor, at, count, filter) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(&replay_id)
         .bind(destination_id)
@@ -341,6 +343,8 @@ pub struct AttemptRec {
     pub status: Option<i64>,
     pub request: String,
     pub response: String,
+    /// The response's headers (a JSON object), on the logged request's row.
+    pub response_headers: Option<String>,
 }
 
 /// Writes the attempts and new states of a claim's jobs in one transaction; adds `failures` to the
@@ -355,15 +359,15 @@ pub async fn write_results(store: &Store, destination_id: &str, results: Vec<Wri
     // Attempts in multi-row inserts; succeeded deliveries in one update; the rest one by one.
     let rows: Vec<(&Written, &AttemptRec)> = results.iter().flat_map(|w| w.attempts.iter().map(move |a| (w, a))).collect();
     for part in rows.chunks(25) {
-        let marks: Vec<String> = (0..part.len()).map(|i| (1..=11).map(|c| format!("${}", i * 11 + c)).collect::<Vec<_>>().join(", ")).collect();
+        let marks: Vec<String> = (0..part.len()).map(|i| (1..=12).map(|c| format!("${}", i * 12 + c)).collect::<Vec<_>>().join(", ")).collect();
         let sql = format!(
-            "INSERT INTO attempts (id, delivery_id, destination_id, message_id, at, latency_ms, outcome, status, request, response, events) VALUES ({})",
+            "INSERT INTO attempts (id, delivery_id, destination_id, message_id, at, latency_ms, outcome, status, request, response, events, response_headers) VALUES ({})",
             marks.join("), (")
         );
         let mut q = sqlx::query(&sql);
         for (w, a) in part {
             q = q.bind(&a.id).bind(&w.job.id).bind(&w.job.destination_id).bind(&a.message_id).bind(now);
-            q = q.bind(a.latency_ms).bind(a.outcome).bind(a.status).bind(&a.request).bind(&a.response).bind(a.events);
+            q = q.bind(a.latency_ms).bind(a.outcome).bind(a.status).bind(&a.request).bind(&a.response).bind(a.events).bind(&a.response_headers);
         }
         q.execute(&mut *tx).await?;
     }

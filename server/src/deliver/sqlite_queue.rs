@@ -89,8 +89,8 @@ pub async fn write_results(direct: &Direct, destination_id: String, results: Vec
             let now = now_ms();
             let in_a_row = write(conn, |tx| {
                 let mut attempt = tx.prepare_cached(
-                    "INSERT INTO attempts (id, delivery_id, destination_id, message_id, at, latency_ms, outcome, status, request, response, events) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    "INSERT INTO attempts (id, delivery_id, destination_id, message_id, at, latency_ms, outcome, status, request, response, events, response_headers) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )?;
                 let mut succeeded = tx.prepare_cached(
                     "UPDATE deliveries SET state = 'succeeded', attempts = attempts + 1, next_attempt_at = ?1, reason = NULL, lease_until = NULL, updated_at = ?1, attempt_id = ?3 WHERE id = ?2",
@@ -105,7 +105,7 @@ pub async fn write_results(direct: &Direct, destination_id: String, results: Vec
                         match &a.bulk_of {
                             Some(logged) if a.outcome == "delivered" => bulk = Some(logged),
                             _ => {
-                                attempt.execute(params![a.id, j.id, j.destination_id, a.message_id, now, a.latency_ms, a.outcome, a.status, a.request, a.response, a.events])?;
+                                attempt.execute(params![a.id, j.id, j.destination_id, a.message_id, now, a.latency_ms, a.outcome, a.status, a.request, a.response, a.events, a.response_headers])?;
                             }
                         }
                     }

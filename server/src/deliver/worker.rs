@@ -7,14 +7,11 @@ use super::queue::{self, AttemptRec, Job, Written};
 use super::schedule::{PolicyPatch, RetryPolicy};
 use crate::integrations::{handlers, sample, Integrations};
 use crate::store::{new_id, now_ms, Store};
-use crate::transport::Outcome;
+use crate::transport::{cut, Outcome};
 use model::mapping::Built;
 use futures_util::StreamExt;
 use serde_json::Value;
 use std::collections::HashMap;
-
-/// What an attempt log keeps of a request body.
-const KEEP_REQUEST: usize = 16 * 1024;
 
 pub struct Worker {
     pub store: Store,
@@ -25,23 +22,14 @@ pub struct Worker {
     pub ready: super::ready::Cache,
 }
 
-fn cut(mut s: String, n: usize) -> String {
-    if s.len() > n {
-        let mut end = n;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push('…');
-    }
-    s
-}
-
 #[derive(Debug)]
 enum Verdict {
     Delivered,
     Retry { retry_after: Option<f64>, pause: bool, reason: String },
     Dead(String),
+    /// Dead because the destination's configuration cannot work (bad overrides, an integration
+    /// no longer in the catalog, credentials refused with 401 or 403): alerted as misconfigured.
+    Misconfigured(String),
     Rejected(String),
     Filtered(String),
     /// Flow control: back in the queue at this time, without an attempt.
@@ -56,7 +44,7 @@ impl Verdict {
             Verdict::Delivered => 1,
             Verdict::Retry { .. } => 2,
             Verdict::Rejected(_) => 3,
-            Verdict::Dead(_) => 4,
+            Verdict::Dead(_) | Verdict::Misconfigured(_) => 4,
         }
     }
 
@@ -140,7 +128,7 @@ impl Worker {
         };
         let (Some(loaded), Some(ready)) = (loaded, ready) else {
             let why = format!("integration '{}' is not in the catalog", row.integration);
-            return Ok(jobs.into_iter().map(|j| (j, Verdict::Dead(why.clone()), Vec::new())).collect());
+            return Ok(jobs.into_iter().map(|j| (j, Verdict::Misconfigured(why.clone()), Vec::new())).collect());
         };
         self.attempt(jobs, loaded, ready, events).await
     }
@@ -158,18 +146,23 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let now = now_ms();
         let (mut delivered, mut failures, mut pause_until, mut dead) = (false, 0i64, None::<i64>, None::<String>);
+        let mut misconfigured = None::<String>;
         let mut written = Vec::with_capacity(done.len());
         for (job, verdict, attempts) in done {
             let count = job.attempts + 1;
             let label = match &verdict {
                 Verdict::Delivered => "delivered",
                 Verdict::Retry { .. } => "retrying",
-                Verdict::Dead(_) => "dead",
+                Verdict::Dead(_) | Verdict::Misconfigured(_) => "dead",
                 Verdict::Rejected(_) => "rejected",
                 Verdict::Filtered(_) => "filtered",
                 Verdict::Deferred(_) => "deferred",
             };
-            metrics::counter!("switchyard_deliveries_total", "destination" => row.name.clone(), "outcome" => label).increment(1);
+            if matches!(verdict, Verdict::Deferred(_)) {
+                metrics::counter!("switchyard_deliveries_deferred_total", "destination" => row.name.clone()).increment(1);
+            } else {
+                metrics::counter!("switchyard_deliveries_total", "destination" => row.name.clone(), "outcome" => label).increment(1);
+            }
             let (state, count, next, reason) = match verdict {
                 Verdict::Deferred(at) => ("pending", job.attempts, at, None),
                 Verdict::Delivered => {
@@ -181,6 +174,11 @@ impl Worker {
                 }
                 Verdict::Rejected(r) => ("rejected", count, now, Some(r)),
                 Verdict::Filtered(r) => ("filtered", count, now, Some(r)),
+                Verdict::Misconfigured(r) => {
+                    failures += 1;
+                    misconfigured = Some(r.clone());
+                    ("dead", count, now, Some(r))
+                }
                 Verdict::Dead(r) => {
                     failures += 1;
                     dead = Some(r.clone());
@@ -216,7 +214,17 @@ impl Worker {
             queue::open_circuit(&self.store, &row.id, now + probe, &why).await?;
             self.alerts.notify(&row.name, "paused", &why);
         }
-        if let Some(r) = dead {
+        // Misconfigured shows on the destination until it is saved again; refused credentials
+        // also until a delivery succeeds.
+        let refused = |r: &str| r.starts_with("answered 401") || r.starts_with("answered 403");
+        if let Some(r) = misconfigured {
+            self.alerts.notify(&row.name, "misconfigured", &r);
+            let mut conn = self.store.pool().acquire().await?;
+            crate::store::set_destination_status(&mut conn, &row.id, Some(&r)).await?;
+        } else if delivered && row.status_reason.as_deref().is_some_and(refused) {
+            let mut conn = self.store.pool().acquire().await?;
+            crate::store::set_destination_status(&mut conn, &row.id, None).await?;
+        } else if let Some(r) = dead {
             self.alerts.notify(&row.name, "dead_letter", &r);
         }
         Ok(())
@@ -245,7 +253,7 @@ impl Worker {
         let (settings, secrets) = (&ready.settings, &ready.secrets);
         let prepared = match &ready.prepared {
             Ok(p) => p,
-            Err(e) => return Ok(jobs.into_iter().map(|j| (j, Verdict::Dead(e.clone()), Vec::new())).collect()),
+            Err(e) => return Ok(jobs.into_iter().map(|j| (j, Verdict::Misconfigured(e.clone()), Vec::new())).collect()),
         };
         let built = handlers::for_handler(m.handler.as_deref()).map(prepared, settings, &values, now_ms() / 1000);
         let transport = self.integrations.transports.get(&m.capabilities.transport);
@@ -263,21 +271,24 @@ impl Worker {
                         status: None,
                         request: "{}".into(),
                         response: reason.clone(),
+                        response_headers: None,
                     });
                     verdicts[j].merge(Verdict::Rejected(reason));
                 }
                 Built::Request { request, events: idx, .. } => {
                     let a = transport.send(settings, &request).await;
                     let mut detail = a.detail.clone();
+                    let mut headers = a.headers.as_ref().map(|h| serde_json::to_string(h).unwrap_or_default());
                     for s in secrets.iter().filter(|s| s.len() >= 4) {
                         detail = detail.replace(s.as_str(), crate::integrations::settings::MASK);
+                        headers = headers.map(|h| h.replace(s.as_str(), crate::integrations::settings::MASK));
                     }
                     let outcome = match a.outcome {
                         Outcome::Delivered => "delivered",
                         Outcome::Retryable => "retryable",
                         Outcome::Permanent => "permanent",
                     };
-                    let shown = cut(sample::redact_text(&request, secrets), KEEP_REQUEST);
+                    let shown = cut(sample::redact_text(&request, secrets), self.integrations.log_request_bytes);
                     let why = match a.status {
                         Some(s) => format!("answered {s}: {}", cut(detail.clone(), 200)),
                         None => cut(detail.clone(), 300),
@@ -304,9 +315,11 @@ impl Worker {
                             status: a.status.map(i64::from),
                             request: if k == 0 { shown.clone() } else { pointer.clone() },
                             response: if k == 0 { detail.clone() } else { String::new() },
+                            response_headers: if k == 0 { headers.clone() } else { None },
                         });
                         let v = match a.outcome {
                             Outcome::Delivered => Verdict::Delivered,
+                            Outcome::Permanent if matches!(a.status, Some(401) | Some(403)) => Verdict::Misconfigured(why.clone()),
                             Outcome::Permanent => Verdict::Dead(why.clone()),
                             Outcome::Retryable => {
                                 let pause = matches!(a.status, Some(429) | Some(503));

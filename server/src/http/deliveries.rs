@@ -4,7 +4,7 @@
 use super::auth::{Auth, Editor, Viewer};
 use super::problem::{ApiError, ApiQuery, ApiResult};
 use super::AppState;
-use crate::deliver::queue::{self, AttemptOut, DeliveryOut};
+use crate::deliver::queue::{self, AttemptOut, DeliveryOut, ReplayRecord};
 use crate::store;
 use axum::extract::{Path, State};
 use axum::Json;
@@ -18,6 +18,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_attempts))
         .routes(routes!(dead_letter, discard_dead_letter))
         .routes(routes!(replay_dead_letter))
+        .routes(routes!(list_replays))
         .routes(routes!(pause))
         .routes(routes!(resume))
 }
@@ -113,6 +114,15 @@ async fn replay_dead_letter(auth: Auth<Editor>, State(state): State<AppState>, P
     let recorded = serde_json::json!({"ids": body.ids, "filter": filter}).to_string();
     let (replay_id, count) = queue::replay(&state.store, &id, body.ids.as_deref(), &filter, &auth.actor.label(), &recorded).await?;
     Ok(Json(ReplayOut { replay_id, count }))
+}
+
+/// The destination's replays, newest first: who, when, which, how many, and how they ended so far.
+#[utoipa::path(get, path = "/api/destinations/{id}/replays", tag = "delivery", params(("id" = String, Path), DeliveryParams),
+    responses((status = 200, body = ListOut<ReplayRecord>), (status = 404, body = model::Problem)))]
+async fn list_replays(_auth: Auth<Viewer>, State(state): State<AppState>, Path(id): Path<String>, ApiQuery(q): ApiQuery<DeliveryParams>) -> ApiResult<Json<ListOut<ReplayRecord>>> {
+    exists(&state, &id).await?;
+    let items = queue::replays(&state.store, &id, q.limit()?).await?;
+    Ok(Json(ListOut { items, next: None }))
 }
 
 /// Discards dead letters (the given ids, or all).

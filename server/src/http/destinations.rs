@@ -100,25 +100,7 @@ async fn found(conn: &mut AnyConnection, id: &str) -> ApiResult<DestinationRow> 
 
 /// HTTP destinations: URL settings whose host resolves to a private address are refused on save.
 async fn check_private(state: &AppState, write: &store::DestinationWrite) -> ApiResult<()> {
-    if state.integrations.allow_private {
-        return Ok(());
-    }
-    let Some(loaded) = state.integrations.catalog.get(&write.integration) else { return Ok(()) };
-    if loaded.manifest.capabilities.transport != "http" {
-        return Ok(());
-    }
-    let mut errors = Vec::new();
-    for f in loaded.manifest.settings.iter().filter(|f| f.ty == model::integration::FieldType::Url) {
-        let values = [write.settings.get(&f.key), write.settings.get("test_values").and_then(|t| t.get(&f.key))];
-        for (i, v) in values.into_iter().enumerate() {
-            if let Some(url) = v.and_then(Value::as_str) {
-                if let Some(problem) = crate::transport::private_on_save(url).await {
-                    let field = if i == 0 { format!("settings.{}", f.key) } else { format!("settings.test_values.{}", f.key) };
-                    errors.push(FieldError { field, message: problem });
-                }
-            }
-        }
-    }
+    let errors = crate::integrations::destination::private_urls(&state.integrations, write).await;
     if errors.is_empty() {
         Ok(())
     } else {

@@ -176,7 +176,7 @@ pub fn router(state: AppState, session_key: &[u8]) -> Router {
         .merge(pages::router(&state))
         .layer(sessions);
     Router::new()
-        .merge(crate::ingest::router(state.config.max_request_bytes))
+        .merge(crate::ingest::router())
         .merge(admin)
         .merge(ops::router())
         .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found\n").into_response() })
@@ -198,7 +198,7 @@ pub async fn serve(
     let dedupe = Duration::from_secs(config.dedupe_window_secs);
     let (writer, writer_done) = crate::ingest::writer::EventWriter::start(
         store.clone(),
-        crate::ingest::writer::WriterOptions::for_backend(store.backend(), dedupe),
+        crate::ingest::writer::WriterOptions { queue: config.ingest_queue, ..crate::ingest::writer::WriterOptions::for_backend(store.backend(), dedupe) },
     );
     let ingest = Arc::new(crate::ingest::Ingest::new(
         writer,

@@ -13,18 +13,31 @@ use std::time::Instant;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Histogram buckets. A histogram without an entry here would be exported as a summary (whose
+/// quantiles cannot be added up across nodes); full names win over the suffix.
+fn buckets() -> [(Matcher, &'static [f64]); 4] {
+    [
+        (Matcher::Full("http_request_duration_seconds".into()), &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        // Ingest to delivered: milliseconds when all is well, hours through retries.
+        (
+            Matcher::Full("switchyard_delivery_latency_seconds".into()),
+            &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 10800.0, 86400.0],
+        ),
+        // Events per group commit (at most 2,000).
+        (Matcher::Full("ingest_group_events".into()), &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0]),
+        // Ack latency, commit time and other durations: sub-millisecond up to seconds.
+        (Matcher::Suffix("_seconds".into()), &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+    ]
+}
+
 /// The process-wide recorder (installed once, also when tests start several servers).
 pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let handle = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("http_request_duration_seconds".into()),
-                    &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
-                )
-                .expect("static buckets")
-                .install_recorder()
-                .expect("no other metrics recorder is installed");
+            let builder = buckets().into_iter().fold(PrometheusBuilder::new(), |b, (matcher, buckets)| {
+                b.set_buckets_for_metric(matcher, buckets).expect("static buckets")
+            });
+            let handle = builder.install_recorder().expect("no other metrics recorder is installed");
             metrics::gauge!("switchyard_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })

@@ -2,13 +2,49 @@
 //! limits checked after decompression.
 
 use super::Limits;
+use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
+use futures_util::StreamExt;
 use serde_json::Value;
 use std::io::Read;
 
 /// A refusal of the whole request: (code, message) for the Tracking API error shape.
 #[derive(Debug)]
 pub struct BodyError(pub &'static str, pub String);
+
+/// A body over the limit is still read to its end, up to this much, before it is refused: a
+/// client that is still sending then reads the answer instead of a reset connection.
+const DRAIN_BYTES: usize = 64 << 20;
+
+fn too_large(limits: &Limits) -> BodyError {
+    BodyError("request_too_large", format!("the request is larger than the limit of {} bytes per request", limits.max_request_bytes))
+}
+
+/// The body as sent, at most `Limits::max_raw_bytes`.
+pub async fn read(body: Body, limits: &Limits) -> Result<Bytes, BodyError> {
+    let unreadable = |e: axum::Error| BodyError("invalid_body", format!("the body could not be read: {e}"));
+    let mut stream = body.into_data_stream();
+    let mut parts: Vec<Bytes> = Vec::new();
+    let mut total = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(unreadable)?;
+        total += chunk.len();
+        if total > limits.max_raw_bytes() {
+            while total <= DRAIN_BYTES {
+                match stream.next().await {
+                    Some(Ok(more)) => total += more.len(),
+                    _ => break,
+                }
+            }
+            return Err(too_large(limits));
+        }
+        parts.push(chunk);
+    }
+    Ok(match parts.len() {
+        1 => parts.pop().expect("one part"),
+        _ => Bytes::from(parts.concat()),
+    })
+}
 
 /// The JSON object of the body and its size in bytes after decompression.
 pub fn decode(headers: &HeaderMap, raw: &[u8], limits: &Limits) -> Result<(Value, usize), BodyError> {
@@ -28,10 +64,7 @@ pub fn decode(headers: &HeaderMap, raw: &[u8], limits: &Limits) -> Result<(Value
         raw.into()
     };
     if bytes.len() > limits.max_request_bytes {
-        return Err(BodyError(
-            "request_too_large",
-            format!("the request is larger than the limit of {} bytes per request", limits.max_request_bytes),
-        ));
+        return Err(too_large(limits));
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(BodyError("invalid_body", "the body is empty; send a JSON object".into()));

@@ -29,6 +29,14 @@ pub struct Limits {
     pub max_batch_messages: usize,
 }
 
+impl Limits {
+    /// The most a body may hold as sent (gzip included); `max_request_bytes` is checked after
+    /// decompression.
+    pub fn max_raw_bytes(&self) -> usize {
+        self.max_request_bytes.max(1 << 20) * 2
+    }
+}
+
 /// Everything the `/v1` routes share.
 pub struct Ingest {
     pub writer: writer::EventWriter,
@@ -58,10 +66,12 @@ impl Ingest {
             }
             entry.1.clone()
         };
-        let n = NonZeroU32::new(n.max(1) as u32).expect("at least one");
+        // A request takes at most a full bucket: a batch of more than a second's worth passes
+        // when the bucket is full (and empties it) rather than never.
+        let n = NonZeroU32::new(n.clamp(1, rate.get() as usize) as u32).expect("at least one");
         match limiter.check_n(n) {
             Ok(Ok(())) => Ok(()),
-            // Denied now, or more than a second's worth in one request: retry in a second.
+            // Denied now: the bucket is full again within a second.
             _ => Err(1),
         }
     }

@@ -1,15 +1,15 @@
 //! The `/v1` routes: one handler for the six call types (long and analytics.js's short names)
 //! and one for batches.
 
-use super::body::{decode, BodyError};
+use super::body::{decode, read, BodyError};
 use super::enrich::{enrich, is_timestamp};
 use super::live::LiveMessage;
 use super::writer::{Outcome, WriteError};
 use crate::http::AppState;
 use crate::store::events::{NewEvent, NewRejection};
 use crate::store::now_ms;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +23,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub fn router(max_request_bytes: usize) -> Router<AppState> {
+/// Bodies are read in the handlers (`body::read`), which answer one over the limit in the
+/// Tracking API's shape.
+pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/batch", post(batch))
         .route("/v1/import", post(batch))
@@ -34,8 +36,6 @@ pub fn router(max_request_bytes: usize) -> Router<AppState> {
         .route("/sourceConfig/", get(rudder_config))
         .route("/beacon/v1/batch", post(batch))
         .route("/v1/{kind}", post(single))
-        // Compressed bodies are limited here; decompressed ones in `decode`.
-        .layer(DefaultBodyLimit::max(max_request_bytes.max(1 << 20) * 2))
         .layer(middleware::from_fn(cors))
 }
 
@@ -138,7 +138,7 @@ struct Call {
     addr: SocketAddr,
     headers: HeaderMap,
     query: HashMap<String, String>,
-    body: Bytes,
+    body: Body,
 }
 
 async fn single(
@@ -147,7 +147,7 @@ async fn single(
     Path(kind): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(ty) = EventType::from_route(&kind) else {
         return fail(StatusCode::NOT_FOUND, "not_found", format!("no route /v1/{kind}; use identify, track, page, screen, group, alias or batch"));
@@ -160,7 +160,7 @@ async fn batch(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     handle(&state, Call { addr, headers, query, body }, None).await
 }
@@ -234,10 +234,32 @@ fn messages(body: Value, route: Option<EventType>, max_batch: usize) -> Result<V
         .collect())
 }
 
+/// A message refused by validation or by the database: for the answer, the metrics and the feed.
+struct Refusal {
+    index: usize,
+    message_id: Option<String>,
+    kind: Option<String>,
+    reason: String,
+    /// The error code of a single call refused for this.
+    code: &'static str,
+    /// The message, when someone watches the live feed.
+    payload: Option<Arc<Value>>,
+}
+
+/// PostgreSQL cannot store NUL in text: a rejected message's id and type are kept without it (the
+/// payload is JSON, which escapes it).
+fn storable(text: &Option<String>) -> Option<String> {
+    text.as_ref().map(|t| t.replace('\0', "\u{fffd}"))
+}
+
 async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Response {
     let started = Instant::now();
     let ingest = &state.ingest;
-    let (body, body_size) = match decode(&call.headers, &call.body, &ingest.limits) {
+    let decoded = match read(call.body, &ingest.limits).await {
+        Ok(raw) => decode(&call.headers, &raw, &ingest.limits),
+        Err(e) => Err(e),
+    };
+    let (body, body_size) = match decoded {
         Ok(v) => v,
         Err(BodyError(code, message)) => return fail(StatusCode::BAD_REQUEST, code, message),
     };
@@ -271,24 +293,13 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
     let live = ingest.live.wanted(&owner.source_id);
     let single_size = route.is_some().then_some(body_size);
     let mut events = Vec::new();
-    let mut event_index = Vec::new();
+    // Per event: its index in the request, its type, and the message for the live feed.
+    let mut accepted = Vec::new();
     let mut rejections = Vec::new();
-    let mut rejected = Vec::new();
+    let mut refused = Vec::new();
     for (index, (item, ty)) in items.into_iter().enumerate() {
         match accept(item, ty, ingest.limits.max_message_bytes, single_size, received_at, ip) {
             Ok((event_kind, msg)) => {
-                let payload = serde_json::to_string(&msg).expect("JSON values serialize");
-                if live {
-                    ingest.live.publish(LiveMessage {
-                        source_id: owner.source_id.clone(),
-                        status: "accepted",
-                        message_id: id_text(&msg, "messageId"),
-                        kind: Some(event_kind.as_str().into()),
-                        reason: None,
-                        received_at,
-                        payload: Arc::new(Value::Object(msg.clone())),
-                    });
-                }
                 events.push(NewEvent {
                     source_id: owner.source_id.clone(),
                     message_id: id_text(&msg, "messageId").unwrap_or_default(),
@@ -296,27 +307,17 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
                     user_id: id_text(&msg, "userId"),
                     anonymous_id: id_text(&msg, "anonymousId"),
                     received_at,
-                    payload,
+                    payload: serde_json::to_string(&msg).expect("JSON values serialize"),
                 });
-                event_index.push(index);
+                accepted.push((index, event_kind.as_str(), live.then(|| Arc::new(Value::Object(msg)))));
             }
             Err((reason, item)) => {
                 let message_id = item.get("messageId").and_then(Value::as_str).map(str::to_string);
                 let kind = route.map(|t| t.as_str().to_string()).or_else(|| item.get("type").and_then(Value::as_str).map(str::to_string));
-                metrics::counter!("ingest_rejected_total", "source" => owner.source_id.clone(), "type" => kind.clone().unwrap_or_else(|| "unknown".into())).increment(1);
-                rejected.push(json!({"index": index, "messageId": message_id, "reason": reason}));
-                if live {
-                    ingest.live.publish(LiveMessage {
-                        source_id: owner.source_id.clone(),
-                        status: "rejected",
-                        message_id: message_id.clone(),
-                        kind: kind.clone(),
-                        reason: Some(reason.clone()),
-                        received_at,
-                        payload: Arc::new(item.clone()),
-                    });
-                }
-                rejections.push(NewRejection { source_id: owner.source_id.clone(), message_id, kind, reason, received_at, payload: item.to_string() });
+                let code = if reason.contains("limit of") { "message_too_large" } else { "invalid_message" };
+                let (stored_id, stored_kind) = (storable(&message_id), storable(&kind));
+                rejections.push(NewRejection { source_id: owner.source_id.clone(), message_id: stored_id, kind: stored_kind, reason: reason.clone(), received_at, payload: item.to_string() });
+                refused.push(Refusal { index, message_id, kind, reason, code, payload: live.then(|| Arc::new(item)) });
             }
         }
     }
@@ -326,11 +327,9 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
         let mut keep = suppressed.iter().map(|s| !s);
         events.retain(|_| keep.next().unwrap_or(true));
         let mut keep = suppressed.iter().map(|s| !s);
-        event_index.retain(|_| keep.next().unwrap_or(true));
+        accepted.retain(|_| keep.next().unwrap_or(true));
         metrics::counter!("ingest_suppressed_total", "source" => owner.source_id.clone()).increment(suppressed.iter().filter(|s| **s).count() as u64);
     }
-    let single_reason = (route.is_some() && !rejected.is_empty()).then(|| rejected[0]["reason"].as_str().unwrap_or("").to_string());
-    let kinds: Vec<&'static str> = events.iter().map(|e| e.kind).collect();
     let outcomes = match ingest.writer.write(events, rejections).await {
         Ok(o) => o,
         Err(WriteError::Busy) => {
@@ -345,24 +344,41 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
             return res;
         }
     };
-    for ((outcome, index), kind) in outcomes.iter().zip(&event_index).zip(&kinds) {
+    // What the log now holds goes to the metrics and the live feed.
+    let publish = |status: &'static str, message_id: Option<String>, kind: Option<String>, reason: Option<String>, payload: Arc<Value>| {
+        ingest.live.publish(LiveMessage { source_id: owner.source_id.clone(), status, message_id, kind, reason, received_at, payload });
+    };
+    for (outcome, (index, kind, payload)) in outcomes.into_iter().zip(accepted) {
         match outcome {
             Outcome::Stored | Outcome::Duplicate => {
-                metrics::counter!("ingest_accepted_total", "source" => owner.source_id.clone(), "type" => *kind).increment(1);
+                metrics::counter!("ingest_accepted_total", "source" => owner.source_id.clone(), "type" => kind).increment(1);
+                if let Some(p) = payload {
+                    let message_id = p.get("messageId").and_then(Value::as_str).map(str::to_string);
+                    publish("accepted", message_id, Some(kind.into()), None, p);
+                }
             }
-            Outcome::Refused => rejected.push(json!({"index": index, "messageId": null, "reason": "the database refused this message"})),
+            Outcome::Refused(r) => {
+                refused.push(Refusal { index, message_id: r.message_id, kind: r.kind, reason: r.reason, code: "refused_by_database", payload });
+            }
+        }
+    }
+    refused.sort_by_key(|r| r.index);
+    for r in &mut refused {
+        let kind = r.kind.clone().unwrap_or_else(|| "unknown".into());
+        metrics::counter!("ingest_rejected_total", "source" => owner.source_id.clone(), "type" => kind).increment(1);
+        if let Some(p) = r.payload.take() {
+            publish("rejected", r.message_id.clone(), r.kind.clone(), Some(r.reason.clone()), p);
         }
     }
     metrics::histogram!("ingest_ack_seconds").record(started.elapsed().as_secs_f64());
-    if let Some(reason) = single_reason {
-        let code = if reason.contains("limit of") { "message_too_large" } else { "invalid_message" };
-        return fail(StatusCode::BAD_REQUEST, code, reason);
+    if let (Some(_), Some(r)) = (route, refused.first()) {
+        return fail(StatusCode::BAD_REQUEST, r.code, r.reason.clone());
     }
-    if rejected.is_empty() {
-        Json(json!({"success": true})).into_response()
-    } else {
-        Json(json!({"success": true, "rejected": rejected})).into_response()
+    if refused.is_empty() {
+        return Json(json!({"success": true})).into_response();
     }
+    let rejected: Vec<Value> = refused.iter().map(|r| json!({"index": r.index, "messageId": r.message_id, "reason": r.reason})).collect();
+    Json(json!({"success": true, "rejected": rejected})).into_response()
 }
 
 /// Validates and enriches one message, or says why it is refused (with the message as sent).
@@ -385,7 +401,7 @@ fn accept(
     }
     let Some(ty) = ty else {
         let reason = match msg.get("type") {
-            None => "type is required in a batch".to_string(),
+            None | Some(Value::Null) => "type is required in a batch".to_string(),
             Some(t) => format!("type {t} is not one of identify, track, page, screen, group, alias"),
         };
         return Err((reason, Value::Object(msg)));

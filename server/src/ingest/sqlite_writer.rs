@@ -141,7 +141,8 @@ fn commit(conn: &mut Connection, jobs: &[Job], cutoff: i64) -> rusqlite::Result<
     Ok(all)
 }
 
-/// After a failed group: each message in its own transaction, so one refusal fails only itself.
+/// After a failed group: each message in its own transaction, so one refusal fails only itself
+/// (the refused message is kept as a rejection).
 fn one_by_one(conn: &mut Connection, job: &Job, cutoff: i64) -> Result<Vec<Outcome>, String> {
     let mut outcomes = Vec::with_capacity(job.events.len());
     for e in &job.events {
@@ -152,19 +153,30 @@ fn one_by_one(conn: &mut Connection, job: &Job, cutoff: i64) -> Result<Vec<Outco
                 outcomes.push(if stored { Outcome::Stored } else { Outcome::Duplicate });
             }
             Err(err) => {
-                tracing::warn!(error = %err, message_id = %e.message_id, "the database refused a message");
-                outcomes.push(Outcome::Refused);
+                drop(tx);
+                let outcome = super::writer::refused(e, &err);
+                if let Outcome::Refused(r) = &outcome {
+                    keep(conn, r);
+                }
+                outcomes.push(outcome);
             }
         }
     }
     for r in &job.rejections {
-        if let Ok(tx) = conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-            if reject(&tx, r).is_ok() {
-                let _ = tx.commit();
-            }
-        }
+        keep(conn, r);
     }
     Ok(outcomes)
+}
+
+/// Stores one rejection in a transaction of its own; one the database refuses too is logged.
+fn keep(conn: &mut Connection, r: &NewRejection) {
+    let kept = conn.transaction_with_behavior(TransactionBehavior::Immediate).and_then(|tx| {
+        reject(&tx, r)?;
+        tx.commit()
+    });
+    if let Err(e) = kept {
+        tracing::warn!(error = %e, message_id = ?r.message_id, "a rejected message could not be kept");
+    }
 }
 
 /// The writer loop, on a blocking thread: wait for a job, take every job queued behind it (up
@@ -210,7 +222,7 @@ pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>,
             for job in jobs {
                 let _ = job.reply.send(Err("the event store is unavailable".into()));
             }
-            depth.fetch_sub(count, Ordering::Relaxed);
+            super::writer::queued(&depth, -count);
             continue;
         };
         let cutoff = now_ms() - dedupe_ms;

@@ -10,12 +10,26 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 /// What happened to one accepted message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Stored,
     Duplicate,
-    /// The database refused this one message (the others of its group were stored).
-    Refused,
+    /// The database refused this one message (the others of its group were stored); it was kept
+    /// as this rejection instead.
+    Refused(NewRejection),
+}
+
+/// A message the database refused: its outcome, holding the rejection to keep in its place.
+pub(super) fn refused(e: &NewEvent, error: &dyn std::fmt::Display) -> Outcome {
+    tracing::warn!(error = %error, message_id = %e.message_id, "the database refused a message");
+    Outcome::Refused(NewRejection {
+        source_id: e.source_id.clone(),
+        message_id: Some(e.message_id.clone()),
+        kind: Some(e.kind.to_string()),
+        reason: format!("the database refused this message: {error}"),
+        received_at: e.received_at,
+        payload: e.payload.clone(),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +46,9 @@ pub(super) struct Job {
     pub(super) reply: oneshot::Sender<Result<Vec<Outcome>, String>>,
 }
 
+/// Requests that may wait for a commit by default (config `ingest_queue`).
+pub const DEFAULT_QUEUE: usize = 4096;
+
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
     /// Requests waiting for a commit before new ones get 503.
@@ -47,7 +64,7 @@ pub struct WriterOptions {
 impl WriterOptions {
     pub fn for_backend(backend: Backend, dedupe_window: Duration) -> Self {
         WriterOptions {
-            queue: 4096,
+            queue: DEFAULT_QUEUE,
             max_group: 2000,
             dedupe_window,
             writers: if backend == Backend::Sqlite { 1 } else { 4 },
@@ -97,12 +114,14 @@ impl EventWriter {
     pub async fn write(&self, events: Vec<NewEvent>, rejections: Vec<NewRejection>) -> Result<Vec<Outcome>, WriteError> {
         let (reply, answer) = oneshot::channel();
         let job = Job { events, rejections, reply };
-        self.tx.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => WriteError::Busy,
-            mpsc::error::TrySendError::Closed(_) => WriteError::Failed("the server is shutting down".into()),
+        queued(&self.depth, 1);
+        self.tx.try_send(job).map_err(|e| {
+            queued(&self.depth, -1);
+            match e {
+                mpsc::error::TrySendError::Full(_) => WriteError::Busy,
+                mpsc::error::TrySendError::Closed(_) => WriteError::Failed("the server is shutting down".into()),
+            }
         })?;
-        let depth = self.depth.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::gauge!("ingest_write_queue_depth").set(depth as f64);
         answer.await.map_err(|_| WriteError::Failed("the writer stopped".into()))?.map_err(WriteError::Failed)
     }
 }
@@ -150,12 +169,18 @@ async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>, opts: WriterOpti
     }
 }
 
+/// Requests queued (or, negative, answered). The gauge moves by increments, so that concurrent
+/// updates cannot leave it at a stale value.
+pub(super) fn queued(depth: &AtomicI64, n: i64) {
+    depth.fetch_add(n, Ordering::Relaxed);
+    metrics::gauge!("ingest_write_queue_depth").increment(n as f64);
+}
+
 /// Bookkeeping after a group: commit time, group size, queue depth.
 pub(super) fn group_done(depth: &AtomicI64, jobs: i64, events: usize, started: std::time::Instant) {
     metrics::histogram!("ingest_commit_seconds").record(started.elapsed().as_secs_f64());
     metrics::histogram!("ingest_group_events").record(events as f64);
-    let left = depth.fetch_sub(jobs, Ordering::Relaxed) - jobs;
-    metrics::gauge!("ingest_write_queue_depth").set(left as f64);
+    queued(depth, -jobs);
 }
 
 /// One transaction for every message of every job.
@@ -176,7 +201,7 @@ async fn commit(store: &Store, jobs: &[Job], cutoff: i64) -> crate::store::Resul
 }
 
 /// After a failed group: each message in its own transaction, so one the database refuses does
-/// not fail the others. Fails only when the database itself is unreachable.
+/// not fail the others (it is kept as a rejection). Fails only when the database is unreachable.
 async fn one_by_one(store: &Store, job: &Job, cutoff: i64) -> Result<Vec<Outcome>, String> {
     let mut outcomes = Vec::with_capacity(job.events.len());
     let mut reachable = false;
@@ -189,22 +214,36 @@ async fn one_by_one(store: &Store, job: &Job, cutoff: i64) -> Result<Vec<Outcome
                 outcomes.push(if stored { Outcome::Stored } else { Outcome::Duplicate });
             }
             Err(err) => {
-                tracing::warn!(error = %err, message_id = %e.message_id, "the database refused a message");
-                outcomes.push(Outcome::Refused);
+                drop(tx);
+                let outcome = refused(e, &err);
+                if let Outcome::Refused(r) = &outcome {
+                    keep(store, r).await;
+                }
+                outcomes.push(outcome);
             }
         }
     }
     for r in &job.rejections {
-        if let Ok(mut tx) = store.begin().await {
-            if insert_rejection(&mut tx, r).await.is_ok() {
-                let _ = tx.commit().await;
-            }
-        }
+        keep(store, r).await;
     }
     if !reachable && !job.events.is_empty() {
         return Err("no database connection".into());
     }
     Ok(outcomes)
+}
+
+/// Stores one rejection in a transaction of its own; one the database refuses too is logged (the
+/// answer lists it all the same).
+async fn keep(store: &Store, r: &NewRejection) {
+    let kept = async {
+        let mut tx = store.begin().await?;
+        insert_rejection(&mut tx, r).await?;
+        tx.commit().await?;
+        crate::store::Result::Ok(())
+    };
+    if let Err(e) = kept.await {
+        tracing::warn!(error = %e, message_id = ?r.message_id, "a rejected message could not be kept");
+    }
 }
 
 #[cfg(test)]

@@ -174,3 +174,28 @@ pub async fn check_all(store: &crate::store::Store, catalog: &Arc<Catalog>, ciph
     }
     Ok(bad)
 }
+
+/// HTTP destinations (unless `allow_private_destinations`): the URL settings, and their test
+/// values, whose host resolves to a private address; checked on every save (API and workspace).
+pub async fn private_urls(integrations: &super::Integrations, write: &DestinationWrite) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if integrations.allow_private {
+        return errors;
+    }
+    let Some(loaded) = integrations.catalog.get(&write.integration) else { return errors };
+    if loaded.manifest.capabilities.transport != "http" {
+        return errors;
+    }
+    for f in loaded.manifest.settings.iter().filter(|f| f.ty == model::integration::FieldType::Url) {
+        let values = [write.settings.get(&f.key), write.settings.get("test_values").and_then(|t| t.get(&f.key))];
+        for (i, v) in values.into_iter().enumerate() {
+            if let Some(url) = v.and_then(Value::as_str) {
+                if let Some(problem) = crate::transport::private_on_save(url).await {
+                    let field = if i == 0 { format!("settings.{}", f.key) } else { format!("settings.test_values.{}", f.key) };
+                    errors.push(FieldError { field, message: problem });
+                }
+            }
+        }
+    }
+    errors
+}

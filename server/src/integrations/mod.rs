@@ -29,15 +29,19 @@ pub struct Integrations {
     pub transports: Arc<crate::transport::Transports>,
     /// HTTP destinations may reach private addresses (config `allow_private_destinations`).
     pub allow_private: bool,
+    /// How much of a request body the attempt log keeps (config `attempt_request_bytes`).
+    pub log_request_bytes: usize,
 }
 
 impl Integrations {
-    pub fn load(keys: &crate::keys::Keys, allow_private: bool) -> anyhow::Result<Integrations> {
+    pub fn load(keys: &crate::keys::Keys, config: &crate::config::Config) -> anyhow::Result<Integrations> {
+        let options = config.transport_options();
         Ok(Integrations {
             catalog: Arc::new(Catalog::builtin()?),
             cipher: Arc::new(crate::secrets::Cipher::new(&keys.secrets)),
-            transports: Arc::new(crate::transport::Transports::new(allow_private)),
-            allow_private,
+            transports: Arc::new(crate::transport::Transports::new(&options)),
+            allow_private: options.allow_private,
+            log_request_bytes: config.attempt_request_bytes,
         })
     }
 }

@@ -19,7 +19,7 @@ pub struct NewEvent {
 }
 
 /// A message that was refused, kept so people can see why.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRejection {
     pub source_id: String,
     pub message_id: Option<String>,

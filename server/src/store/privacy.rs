@@ -28,9 +28,19 @@ pub struct DeletionOut {
     pub suppression: Option<SuppressionOut>,
 }
 
-/// The JSON text of a string value as it appears in a stored payload (`"userId":"…"`).
-fn json_field(key: &str, value: &str) -> String {
-    format!("%\"{key}\":{}%", serde_json::Value::String(value.to_string()))
+/// Texts that mark a rejected message's payload (compact JSON, as serde_json writes it) as this
+/// user's: `"userId":"a_c"`, and for an id that is the text of a number, `"userId":42` followed by
+/// `,` or `}` (SDKs may send numeric ids; the event log stores them as text).
+///
+/// Found by plain substring search (`instr`, `strpos`): LIKE would read `_` and `%` in ids as
+/// wildcards and, on SQLite, ignore case; PostgreSQL's JSON operators fail on payloads holding
+/// `\u0000`, which rejected messages may.
+fn marks(key: &str, value: &str) -> Vec<String> {
+    let mut out = vec![format!("\"{key}\":{}", serde_json::Value::String(value.to_string()))];
+    if let Some(n) = serde_json::from_str::<serde_json::Number>(value).ok().filter(|n| n.to_string() == value) {
+        out.extend([",", "}"].map(|end| format!("\"{key}\":{n}{end}")));
+    }
+    out
 }
 
 impl Store {
@@ -70,11 +80,17 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            out.rejections_deleted += sqlx::query("DELETE FROM rejections WHERE payload LIKE $1")
-                .bind(json_field(key, value))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let contains = match self.backend {
+                super::Backend::Sqlite => "instr(payload, $1) > 0",
+                super::Backend::Postgres => "strpos(payload, $1) > 0",
+            };
+            for mark in marks(key, value) {
+                out.rejections_deleted += sqlx::query(&format!("DELETE FROM rejections WHERE {contains}"))
+                    .bind(mark)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
         }
         if suppress {
             let s = SuppressionOut {
@@ -133,5 +149,21 @@ impl Store {
         record(&mut tx, actor, "privacy.unsuppress", Some(id), json!({})).await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::marks;
+
+    #[test]
+    fn marks_name_the_exact_id_and_its_numeric_form() {
+        assert_eq!(marks("userId", "a_c"), [r#""userId":"a_c""#]);
+        assert_eq!(marks("userId", "42"), [r#""userId":"42""#, r#""userId":42,"#, r#""userId":42}"#]);
+        assert_eq!(marks("anonymousId", "4.5"), [r#""anonymousId":"4.5""#, r#""anonymousId":4.5,"#, r#""anonymousId":4.5}"#]);
+        // Only the form serde_json writes: "042" and " 42" are no numbers in a stored payload.
+        assert_eq!(marks("userId", "042").len(), 1);
+        assert_eq!(marks("userId", " 42").len(), 1);
+        assert_eq!(marks("userId", "say \"hi\""), [r#""userId":"say \"hi\"""#]);
     }
 }

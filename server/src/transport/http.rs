@@ -10,25 +10,27 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How much of a response body an attempt keeps.
-const KEEP_BODY: usize = 4096;
-
 pub struct Http {
     client: reqwest::Client,
     allow_private: bool,
+    /// How much of a response body an attempt keeps.
+    keep_body: usize,
 }
 
 impl Http {
-    pub fn new(allow_private: bool) -> Http {
+    pub fn new(options: &super::Options) -> Http {
+        // No proxy from the environment: a proxy would resolve the destination's name itself,
+        // past the SSRF guard's resolver.
         let mut b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(5))
+            .no_proxy()
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("Switchyard/", env!("CARGO_PKG_VERSION")));
-        if !allow_private {
+        if !options.allow_private {
             b = b.dns_resolver(Arc::new(GuardedResolver));
         }
-        Http { client: b.build().expect("the HTTP client builds"), allow_private }
+        Http { client: b.build().expect("the HTTP client builds"), allow_private: options.allow_private, keep_body: options.response_bytes }
     }
 
     /// Refuses URLs whose host is a private IP literal (names are checked by the resolver).
@@ -65,9 +67,19 @@ pub fn retry_after_secs(v: &str) -> Option<f64> {
     Some(((at - time::OffsetDateTime::now_utc()).as_seconds_f64()).max(0.0))
 }
 
-fn cut(mut s: String) -> String {
-    if s.len() > KEEP_BODY {
-        let mut end = KEEP_BODY;
+/// The response's headers, names in lower case, repeated ones joined; cookies masked.
+fn headers_of(h: &reqwest::header::HeaderMap) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::<String, String>::new();
+    for (name, value) in h {
+        let text = if name == reqwest::header::SET_COOKIE { crate::integrations::settings::MASK.to_string() } else { String::from_utf8_lossy(value.as_bytes()).into_owned() };
+        out.entry(name.as_str().to_string()).and_modify(|v| *v = format!("{v}, {text}")).or_insert(text);
+    }
+    out
+}
+
+pub(crate) fn cut(mut s: String, keep: usize) -> String {
+    if s.len() > keep {
+        let mut end = keep;
         while !s.is_char_boundary(end) {
             end -= 1;
         }
@@ -118,12 +130,13 @@ impl Transport for Http {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(retry_after_secs);
-                let body = cut(resp.text().await.unwrap_or_default());
+                let headers = headers_of(resp.headers());
+                let body = cut(resp.text().await.unwrap_or_default(), self.keep_body);
                 let outcome = match status {
                     300..=399 => Outcome::Permanent,
                     s => classify(s),
                 };
-                Attempt { retry_after, ..Attempt::timed(started, outcome, Some(status), body) }
+                Attempt { retry_after, headers: Some(headers), ..Attempt::timed(started, outcome, Some(status), body) }
             }
             Err(e) => {
                 let msg = describe(&e);

@@ -8,6 +8,7 @@ mod http;
 mod mqtt;
 
 pub use guard::{is_private, private_on_save};
+pub(crate) use http::cut;
 
 use async_trait::async_trait;
 use model::integration::{Manifest, Request};
@@ -37,11 +38,14 @@ pub struct Attempt {
     /// Seconds the destination asked to wait (`Retry-After`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<f64>,
+    /// The response's headers (HTTP), names in lower case; cookies masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl Attempt {
     fn timed(started: Instant, outcome: Outcome, status: Option<u16>, detail: impl Into<String>) -> Attempt {
-        Attempt { outcome, status, detail: detail.into(), latency_ms: started.elapsed().as_millis() as u64, retry_after: None }
+        Attempt { outcome, status, detail: detail.into(), latency_ms: started.elapsed().as_millis() as u64, retry_after: None, headers: None }
     }
 }
 
@@ -50,6 +54,23 @@ impl Attempt {
 pub trait Transport: Send + Sync {
     async fn send(&self, settings: &Map<String, Value>, request: &Request) -> Attempt;
     async fn test_connection(&self, manifest: &Manifest, settings: &Map<String, Value>) -> Result<String, String>;
+}
+
+/// How the transports behave (config).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Let HTTP destinations reach loopback and private addresses (tests, local development).
+    pub allow_private: bool,
+    /// How long an HTTP request may take, connection included.
+    pub timeout: std::time::Duration,
+    /// How much of a response body an attempt keeps (bytes).
+    pub response_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { allow_private: false, timeout: std::time::Duration::from_secs(10), response_bytes: 4096 }
+    }
 }
 
 /// Every transport of this build.
@@ -63,10 +84,9 @@ pub struct Transports {
 }
 
 impl Transports {
-    /// `allow_private`: let HTTP destinations reach loopback and private addresses (tests, local development).
-    pub fn new(allow_private: bool) -> Transports {
+    pub fn new(options: &Options) -> Transports {
         Transports {
-            http: http::Http::new(allow_private),
+            http: http::Http::new(options),
             nats: brokers::Nats,
             rabbitmq: brokers::Rabbit,
             mqtt: mqtt::Mqtt,

@@ -129,6 +129,42 @@ async fn redis_stream_entry_is_read_back() {
     let _: () = con.del(&key).await.unwrap();
 }
 
+/// Through the queue: an enabled Redis destination gets the source's events (routed, delivered,
+/// recorded) like an HTTP one.
+#[tokio::test]
+async fn redis_destination_gets_routed_events_through_the_queue() {
+    use redis::AsyncCommands;
+    let (_env, server, token) = start().await;
+    let c = server.client();
+    let src: Value = c.post(server.at("/api/sources")).bearer_auth(&token).json(&json!({"name": "web"})).send().await.unwrap().json().await.unwrap();
+    let key = format!("sytest:{}", hex_id());
+    let body = json!({"name": "stream", "integration": "redis", "enabled": true, "sources": ["web"],
+        "settings": {"url": "redis://127.0.0.1:6379", "max_length": 1000}, "actions": {"publish": {"mapping": {"stream": key}}}});
+    let r = c.post(server.at("/api/destinations")).bearer_auth(&token).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let dest: Value = r.json().await.unwrap();
+    for i in 0..3 {
+        let r = c.post(server.at("/v1/track")).basic_auth(src["write_key"].as_str().unwrap(), Some(""))
+            .json(&json!({"userId": "u-42", "event": "Order Completed", "messageId": format!("m-q-{i}")})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let url = server.at(&format!("/api/destinations/{}/deliveries?state=succeeded", dest["id"].as_str().unwrap()));
+    for _ in 0..300 {
+        let done: Value = c.get(&url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        if done["items"].as_array().unwrap().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.expect("Redis at 127.0.0.1:6379");
+    let reply: redis::streams::StreamRangeReply = con.xrange_all(&key).await.unwrap();
+    let mut ids: Vec<String> = reply.ids.iter().map(|e| redis::from_redis_value(e.map.get("message_id").unwrap()).unwrap()).collect();
+    let _: () = con.del(&key).await.unwrap();
+    ids.sort();
+    assert_eq!(ids, ["m-q-0", "m-q-1", "m-q-2"], "each event once");
+}
+
 #[tokio::test]
 async fn postgres_table_row_is_read_back() {
     use sqlx::Connection;

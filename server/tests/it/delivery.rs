@@ -128,9 +128,8 @@ async fn a_claimed_delivery_is_in_flight_until_it_ends(db: Db) {
 }
 both!(a_claimed_delivery_is_in_flight_until_it_ends);
 
-#[tokio::test]
-async fn retry_after_pauses_the_destination() {
-    let env = crate::env_or_skip!(Db::Sqlite);
+async fn retry_after_pauses_the_destination(db: Db) {
+    let env = crate::env_or_skip!(db);
     let w = world(&env, json!({"schedule": [0.1]})).await;
     w.rx.answer(&[(429, Some("2"))]);
     w.track("m-429").await;
@@ -140,6 +139,7 @@ async fn retry_after_pauses_the_destination() {
     let gap = got[1].at - got[0].at;
     assert!(gap >= Duration::from_secs(2), "no new request for 2 s after the 429: {gap:?}");
 }
+both!(retry_after_pauses_the_destination);
 
 async fn permanent_failure_dead_letters_and_replay_delivers(db: Db) {
     let env = crate::env_or_skip!(db);

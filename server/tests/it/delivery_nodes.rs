@@ -13,9 +13,8 @@ fn ids(rx: &Receiver) -> Vec<String> {
     rx.requests().iter().map(|r| r.headers["webhook-id"].to_str().unwrap().to_string()).collect()
 }
 
-#[tokio::test]
-async fn a_failing_event_holds_back_only_its_users_lane() {
-    let env = crate::env_or_skip!(Db::Sqlite);
+async fn a_failing_event_holds_back_only_its_users_lane(db: Db) {
+    let env = crate::env_or_skip!(db);
     let server = env.start_with(&["--allow-private-destinations"]).await;
     let rx = Receiver::start().await;
     rx.fail_ids.lock().unwrap().insert("a1".into(), 2);
@@ -32,10 +31,10 @@ async fn a_failing_event_holds_back_only_its_users_lane() {
     assert!(pos("a2") > last_a1, "alice's second event waits for her first: {seen:?}");
     assert!(pos("b1") < last_a1, "bob is not held back by alice: {seen:?}");
 }
+crate::both!(a_failing_event_holds_back_only_its_users_lane);
 
-#[tokio::test]
-async fn sigkill_during_delivery_loses_nothing() {
-    let env = crate::env_or_skip!(Db::Sqlite);
+async fn sigkill_during_delivery_loses_nothing(db: Db) {
+    let env = crate::env_or_skip!(db);
     let spawn = || {
         let mut cmd = env.cli();
         cmd.env("SWITCHYARD_LOG", "info").env("SWITCHYARD_DELIVERY_LEASE_SECS", "1");
@@ -72,6 +71,7 @@ async fn sigkill_during_delivery_loses_nothing() {
         assert!(seen.contains(&format!("k{i}")), "k{i} missing: {seen:?}");
     }
 }
+crate::both!(sigkill_during_delivery_loses_nothing);
 
 #[tokio::test]
 async fn two_worker_nodes_deliver_each_event_once() {

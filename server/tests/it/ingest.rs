@@ -34,6 +34,20 @@ pub(crate) async fn events(server: &TestServer, token: &str, source: &str) -> Ve
     page["items"].as_array().unwrap().clone()
 }
 
+/// Every stored messageId of a source, newest first, page by page.
+pub(crate) async fn message_ids(server: &TestServer, token: &str, source: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut url = server.at(&format!("/api/sources/{source}/events?limit=1000"));
+    loop {
+        let page: Value = server.client().get(&url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+        ids.extend(page["items"].as_array().unwrap().iter().map(|e| e["messageId"].as_str().unwrap().to_string()));
+        match page["next"].as_str() {
+            Some(n) => url = server.at(&format!("/api/sources/{source}/events?limit=1000&before={n}")),
+            None => return ids,
+        }
+    }
+}
+
 async fn accepts_what_sdks_send_and_refuses_bad_input(db: Db) {
     let env = crate::env_or_skip!(db);
     let (server, token, source) = with_source(&env, &[]).await;
@@ -197,16 +211,7 @@ async fn acknowledged_events_survive_kill_9(db: Db) {
     assert!(acked.len() >= 50, "the burst got going: {} acknowledged", acked.len());
     drop(server);
     let server = env.start().await;
-    let mut stored = std::collections::HashSet::new();
-    let mut url = server.at(&format!("/api/sources/{source}/events?limit=1000"));
-    loop {
-        let page: Value = server.client().get(&url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-        stored.extend(page["items"].as_array().unwrap().iter().map(|e| e["messageId"].as_str().unwrap().to_string()));
-        match page["next"].as_str() {
-            Some(n) => url = server.at(&format!("/api/sources/{source}/events?limit=1000&before={n}")),
-            None => break,
-        }
-    }
+    let stored: std::collections::HashSet<String> = message_ids(&server, &token, &source).await.into_iter().collect();
     let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
     assert!(lost.is_empty(), "{} of {} acknowledged events lost, e.g. {:?}", lost.len(), acked.len(), &lost[..lost.len().min(5)]);
 }
@@ -278,8 +283,13 @@ async fn write_keys_rotate_revoke_and_sources_are_managed() {
     };
     assert_eq!(from("https://evil.example.com").await, 403);
     assert_eq!(from("https://shop.example.com").await, 200);
+    // A batch larger than a second's worth passes when the bucket is full (here after a second
+    // of quiet), and uses it up.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let batch: Vec<Value> = (0..10).map(|_| json!({"type": "track", "userId": "u", "event": "e"})).collect();
-    let res = c.post(server.at("/v1/batch")).header("Authorization", basic(&key)).json(&json!({"batch": batch})).send().await.unwrap();
+    let send_batch = || c.post(server.at("/v1/batch")).header("Authorization", basic(&key)).json(&json!({"batch": batch})).send();
+    assert_eq!(send_batch().await.unwrap().status(), 200);
+    let res = send_batch().await.unwrap();
     assert_eq!(res.status(), 429);
     assert!(res.headers().contains_key("retry-after"));
     let snippets: Value = c.get(server.at(&format!("/api/sources/{id}/snippets"))).bearer_auth(&viewer).send().await.unwrap().json().await.unwrap();
@@ -375,6 +385,21 @@ async fn privacy_deletes_and_suppresses_a_user(db: Db) {
     let actions: Vec<String> = audit["items"].as_array().unwrap().iter().map(|e| format!("{} {}", e["actor"].as_str().unwrap(), e["action"].as_str().unwrap())).collect();
     assert!(actions.contains(&"token:admin privacy.delete".to_string()) && actions.contains(&"cli privacy.delete".to_string()), "{actions:?}");
     assert!(!audit.to_string().contains("alice"), "the audit log does not repeat the deleted ids");
+
+    // Rejected messages are found by the exact id (no wildcards, case counts), numeric ids too.
+    let track = |body: Value| c.post(server.at("/v1/track")).header("Authorization", basic(KEY)).json(&body).send();
+    for user in [json!("a_c"), json!("abc"), json!("A_C"), json!(42), json!("42")] {
+        assert_eq!(track(json!({"userId": user})).await.unwrap().status(), 400);
+    }
+    assert_eq!(track(json!({"userId": 42, "event": "Numeric"})).await.unwrap().status(), 200);
+    let delete = |user: &str| c.post(server.at("/api/privacy/deletions")).bearer_auth(&token).json(&json!({"userId": user})).send();
+    let out: Value = delete("a_c").await.unwrap().json().await.unwrap();
+    assert_eq!((&out["events_deleted"], &out["rejections_deleted"]), (&json!(0), &json!(1)), "{out}");
+    let out: Value = delete("42").await.unwrap().json().await.unwrap();
+    assert_eq!((&out["events_deleted"], &out["rejections_deleted"]), (&json!(1), &json!(2)), "{out}");
+    let rej: Value = c.get(server.at(&format!("/api/sources/{source}/rejections"))).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let users: Vec<&Value> = rej["items"].as_array().unwrap().iter().map(|r| &r["payload"]["userId"]).collect();
+    assert_eq!(users, [&json!("A_C"), &json!("abc")]);
 }
 both!(privacy_deletes_and_suppresses_a_user);
 
@@ -430,16 +455,7 @@ async fn cut_connections_leave_no_half_done_work(db: Db) {
         let res = c.post(&url).header("Authorization", basic(KEY)).json(&batch_of(i)).send().await.unwrap();
         assert_eq!(res.status(), 200);
     }
-    let mut ids = Vec::new();
-    let mut next = server.at(&format!("/api/sources/{source}/events?limit=1000"));
-    loop {
-        let page: Value = c.get(&next).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-        ids.extend(page["items"].as_array().unwrap().iter().map(|e| e["messageId"].as_str().unwrap().to_string()));
-        match page["next"].as_str() {
-            Some(n) => next = server.at(&format!("/api/sources/{source}/events?limit=1000&before={n}")),
-            None => break,
-        }
-    }
+    let ids = message_ids(&server, &token, &source).await;
     let unique: std::collections::HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "no message is stored twice");
     assert_eq!(ids.len(), 4000, "every message is stored");

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// Reads the stream until `done` holds for its text, failing after `secs`.
-async fn read_until(stream: &mut reqwest::Response, secs: u64, done: impl Fn(&str) -> bool) -> String {
+pub(crate) async fn read_until(stream: &mut reqwest::Response, secs: u64, done: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut text = String::new();
     while !done(&text) {

@@ -26,6 +26,8 @@ pub struct Receiver {
     pub fail_ids: Arc<Mutex<std::collections::HashMap<String, u32>>>,
     /// Milliseconds to wait before answering.
     pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// The body of every answer ("received" unless set).
+    pub reply: Arc<Mutex<String>>,
 }
 
 impl Receiver {
@@ -35,9 +37,10 @@ impl Receiver {
         let script: Arc<Mutex<std::collections::VecDeque<(u16, Option<String>)>>> = Arc::default();
         let fail_ids: Arc<Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (g, s, sc, f, dl) = (got.clone(), status.clone(), script.clone(), fail_ids.clone(), delay_ms.clone());
+        let reply = Arc::new(Mutex::new("received".to_string()));
+        let (g, s, sc, f, dl, rp) = (got.clone(), status.clone(), script.clone(), fail_ids.clone(), delay_ms.clone(), reply.clone());
         let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let (g, s, sc, f, dl) = (g.clone(), s.clone(), sc.clone(), f.clone(), dl.clone());
+            let (g, s, sc, f, dl, rp) = (g.clone(), s.clone(), sc.clone(), f.clone(), dl.clone(), rp.clone());
             async move {
                 let at = std::time::Instant::now();
                 let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
@@ -59,16 +62,21 @@ impl Receiver {
                 let scripted = if failing { Some((500, None)) } else { sc.lock().unwrap().pop_front() };
                 let (code, retry_after) = scripted.unwrap_or((s.load(Ordering::SeqCst), None));
                 let mut h = HeaderMap::new();
+                h.insert("x-receiver", "switchyard-tests".parse().unwrap());
                 if let Some(ra) = retry_after {
                     h.insert("retry-after", ra.parse().unwrap());
                 }
-                (StatusCode::from_u16(code).unwrap(), h, "received")
+                if (300..400).contains(&code) {
+                    h.insert("location", "/elsewhere".parse().unwrap());
+                }
+                let body = rp.lock().unwrap().clone();
+                (StatusCode::from_u16(code).unwrap(), h, body)
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Receiver { url, got, status, script, fail_ids, delay_ms }
+        Receiver { url, got, status, script, fail_ids, delay_ms, reply }
     }
 
     pub fn requests(&self) -> Vec<Received> {

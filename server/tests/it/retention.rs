@@ -65,3 +65,39 @@ async fn a_message_id_is_stored_again_after_the_dedupe_window(db: Db) {
     assert!(stored.iter().all(|e| e["messageId"] == "w-1"));
 }
 both!(a_message_id_is_stored_again_after_the_dedupe_window);
+
+/// The attempt log's retention (`attempt_retention_days`): old attempts go, and old finished
+/// deliveries; a delivery still waiting (or dead, for replay) stays whatever its age.
+async fn attempt_retention_removes_old_attempts_and_finished_deliveries(db: Db) {
+    let env = crate::env_or_skip!(db);
+    let store = server::store::Store::open(&env.database_url).await.unwrap();
+    let day = 86_400_000i64;
+    let now = server::store::now_ms();
+    sqlx::query("INSERT INTO destinations (id, name, integration, created_at, updated_at) VALUES ('x', 'x', 'webhook', $1, $1)").bind(now).execute(store.pool()).await.unwrap();
+    for (id, age_days) in [("a-old", 8), ("a-new", 1)] {
+        sqlx::query("INSERT INTO attempts (id, delivery_id, destination_id, message_id, at, latency_ms, outcome, request, response) VALUES ($1, 'd', 'x', 'm', $2, 1, 'delivered', '{}', '')")
+            .bind(id)
+            .bind(now - age_days * day)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    for (id, state, age_days) in [("d-done-old", "succeeded", 8), ("d-done-new", "succeeded", 1), ("d-dead-old", "dead", 8), ("d-pending-old", "pending", 8)] {
+        sqlx::query("INSERT INTO deliveries (id, destination_id, event_seq, message_id, state, attempts, next_attempt_at, created_at, updated_at) VALUES ($1, 'x', 1, 'm', $2, 1, $3, $3, $3)")
+            .bind(id)
+            .bind(state)
+            .bind(now - age_days * day)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    let deleted = server::deliver::queue::prune(&store, now - 7 * day).await.unwrap();
+    assert_eq!(deleted, 2, "one attempt and one finished delivery");
+    let attempts: Vec<String> = sqlx::query_scalar("SELECT id FROM attempts").fetch_all(store.pool()).await.unwrap();
+    assert_eq!(attempts, ["a-new"]);
+    let mut deliveries: Vec<String> = sqlx::query_scalar("SELECT id FROM deliveries").fetch_all(store.pool()).await.unwrap();
+    deliveries.sort();
+    assert_eq!(deliveries, ["d-dead-old", "d-done-new", "d-pending-old"]);
+    store.close().await;
+}
+both!(attempt_retention_removes_old_attempts_and_finished_deliveries);

@@ -142,3 +142,35 @@ async fn mapping_preview_maps_without_sending() {
     let p: Value = r.json().await.unwrap();
     assert!(p.to_string().contains("actions.post_event.fields.text"), "{p}");
 }
+
+/// A test delivery goes to the test values when set, and counts nowhere: no delivery, no attempt,
+/// no delivery metric. Its answer shows the response's headers.
+#[tokio::test]
+async fn test_deliveries_use_test_values_and_count_nowhere() {
+    let env = crate::env_or_skip!(Db::Sqlite);
+    let admin = env.token("a", "admin");
+    let server = env.start_with(&["--allow-private-destinations"]).await;
+    let (live, test) = (Receiver::start().await, Receiver::start().await);
+    let c = server.client();
+    let src: Value = c.post(server.at("/api/sources")).bearer_auth(&admin).json(&json!({"name": "web"})).send().await.unwrap().json().await.unwrap();
+    assert!(src["id"].is_string(), "{src}");
+    let body = json!({"name": "hook", "integration": "webhook", "enabled": true, "sources": ["web"],
+        "settings": {"url": format!("{}/live", live.url), "test_values": {"url": format!("{}/test", test.url)}}});
+    let r = c.post(server.at("/api/destinations")).bearer_auth(&admin).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let d: Value = r.json().await.unwrap();
+    let id = d["id"].as_str().unwrap();
+    let out: Value = c.post(server.at(&format!("/api/destinations/{id}/test"))).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+    let attempt = &out["results"][0]["attempt"];
+    assert_eq!(attempt["outcome"], "delivered", "{out}");
+    assert_eq!(attempt["headers"]["x-receiver"], "switchyard-tests", "{out}");
+    assert_eq!(test.requests().len(), 1, "the test URL got the test event");
+    assert_eq!(test.requests()[0].path, "/test");
+    assert!(live.requests().is_empty(), "the production URL got nothing");
+    for path in ["deliveries", "attempts"] {
+        let list: Value = c.get(server.at(&format!("/api/destinations/{id}/{path}"))).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+        assert!(list["items"].as_array().unwrap().is_empty(), "{path}: {list}");
+    }
+    let metrics = c.get(server.at("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("switchyard_deliveries_total"), "{metrics}");
+}

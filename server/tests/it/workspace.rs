@@ -18,7 +18,7 @@ integration = "webhook"
 sources = ["web", "backend"]
 enabled = true
 [destinations.settings]
-url = "http://127.0.0.1:9000/hook"
+url = "http://93.184.216.34/hook"
 signing_secret = { env = "SY_TEST_HOOK_TOKEN" }
 method = "POST"
 [destinations.delivery]
@@ -103,6 +103,23 @@ async fn bad_files_exit_2_naming_the_problem() {
     }
     let export = String::from_utf8(env.run(&["workspace", "export"], None).stdout).unwrap();
     assert!(!export.contains("[[sources]]"), "a refused file applies nothing: {export}");
+}
+
+#[tokio::test]
+async fn private_destination_urls_are_refused_unless_allowed() {
+    let env = crate::env_or_skip!(Db::Sqlite);
+    let file = env.dir.path().join("private.toml");
+    let text = "[[sources]]\nname = \"s\"\n[[destinations]]\nname = \"local\"\nintegration = \"webhook\"\nsources = [\"s\"]\n[destinations.settings]\nurl = \"http://127.0.0.1:9000/hook\"\n";
+    std::fs::write(&file, text).unwrap();
+    let out = env.run(&["workspace", "apply", file.to_str().unwrap()], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("destination 'local': settings.url 127.0.0.1 is a private address"), "{err}");
+    let export = String::from_utf8(env.run(&["workspace", "export"], None).stdout).unwrap();
+    assert!(!export.contains("[[sources]]"), "a refused file applies nothing: {export}");
+    // The environment variable allows it (tests and local development).
+    let out = env.cli().env("SWITCHYARD_ALLOW_PRIVATE_DESTINATIONS", "true").args(["workspace", "apply", file.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[tokio::test]
