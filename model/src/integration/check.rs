@@ -54,6 +54,14 @@ pub fn check(m: &Manifest) -> Vec<String> {
     if caps.batching.as_ref().is_some_and(|b| b.default_size.is_some_and(|d| d < 1 || d > b.max_size)) {
         p.push("capabilities.batching.default_size: must be between 1 and max_size".into());
     }
+    if let Some(partial) = caps.batching.as_ref().and_then(|b| b.partial.as_ref()) {
+        if partial.status.is_empty() || partial.status.iter().any(|s| !(100..=599).contains(s)) {
+            p.push("capabilities.batching.partial.status: name the HTTP statuses (100–599) of such answers".into());
+        }
+        if partial.failed.is_empty() {
+            p.push("capabilities.batching.partial.failed: name at least one JSON path".into());
+        }
+    }
     check_fields(&m.settings, "settings", true, &mut p);
     if m.settings.iter().any(|f| f.key == TEST_VALUES) {
         p.push(format!("settings: '{TEST_VALUES}' is reserved"));

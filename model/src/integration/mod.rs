@@ -98,6 +98,33 @@ pub struct Batching {
     /// How long a partial batch may wait, in milliseconds.
     #[serde(default = "default_batch_wait")]
     pub max_wait_ms: u32,
+    /// How the destination answers a batch some of whose events it refused; absent, a batch
+    /// succeeds or fails as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<PartialFailures>,
+}
+
+/// A batch answer that names the events the destination refused (each is dead-lettered with the
+/// answer), so the others need not share their fate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartialFailures {
+    /// The HTTP statuses of such answers, e.g. `[400]`.
+    pub status: Vec<u16>,
+    /// JSON paths into the answer's body, each selecting positions (from 0) of refused events in
+    /// the batch, e.g. `$.failed_records[*].index`. An answer in which they select nothing is
+    /// taken as the whole batch's.
+    pub failed: Vec<String>,
+    /// What became of the batch's other events: `delivered` (the destination took them) or
+    /// `retry` (it took none of them: they are sent again, without the refused ones).
+    pub others: PartialOthers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartialOthers {
+    Delivered,
+    Retry,
 }
 
 fn default_batch_wait() -> u32 {

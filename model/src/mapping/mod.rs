@@ -24,7 +24,7 @@ mod request;
 
 pub use compile::{compile, Mapping};
 pub use eval::{Condition, Ctx};
-pub use request::{check_manifest, effective_settings, encode, test_connection_request, Built, Prepared, Rejection};
+pub use request::{check_manifest, effective_settings, encode, refused_positions, test_connection_request, Built, Prepared, Rejection};
 
 /// A mapping that cannot be compiled, naming where in it the problem is.
 #[derive(Debug, Clone, PartialEq)]

@@ -314,5 +314,25 @@ pub fn check_manifest(m: &Manifest) -> Vec<String> {
             p.push(e.to_string());
         }
     }
+    for path in m.capabilities.batching.iter().flat_map(|b| b.partial.iter()).flat_map(|f| f.failed.iter()) {
+        if let Err(e) = serde_json_path::JsonPath::parse(path) {
+            p.push(format!("capabilities.batching.partial.failed: '{path}' is not a JSON path: {e}"));
+        }
+    }
     p
+}
+
+/// The positions of the events a batch answer names as refused (see `PartialFailures`): every
+/// whole number the paths select in the body, once each, in order, those within the batch.
+pub fn refused_positions(partial: &crate::integration::PartialFailures, body: &Value, batch: usize) -> Vec<usize> {
+    let mut out: Vec<usize> = partial
+        .failed
+        .iter()
+        .filter_map(|p| serde_json_path::JsonPath::parse(p).ok())
+        .flat_map(|p| p.query(body).all().into_iter().filter_map(Value::as_u64).collect::<Vec<_>>())
+        .filter_map(|n| usize::try_from(n).ok().filter(|n| *n < batch))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }

@@ -76,3 +76,19 @@ fn conditions() {
     assert!(Condition::compile("properties.total | float > 40").unwrap().holds(&ctx).unwrap());
     assert!(!Condition::compile("properties.nothing.deeper == 1").unwrap().holds(&ctx).unwrap());
 }
+
+#[test]
+fn refused_positions_read_batch_answers() {
+    use crate::integration::{PartialFailures, PartialOthers};
+    let amplitude = PartialFailures {
+        status: vec![400],
+        failed: vec!["$.events_with_invalid_fields.*[*]".into(), "$.events_with_missing_fields.*[*]".into()],
+        others: PartialOthers::Retry,
+    };
+    let body = json!({"code": 400, "events_with_invalid_fields": {"time": [3, 1], "event_type": [1]}, "events_with_missing_fields": {"user_id": [7, 40]}});
+    assert_eq!(refused_positions(&amplitude, &body, 10), [1, 3, 7], "once each, in order, within the batch");
+    assert!(refused_positions(&amplitude, &json!({"code": 400, "missing_field": "api_key"}), 10).is_empty());
+    let mixpanel = PartialFailures { status: vec![400], failed: vec!["$.failed_records[*].index".into()], others: PartialOthers::Delivered };
+    let body = json!({"failed_records": [{"index": 0, "message": "bad time"}, {"index": 2}], "num_records_imported": 1});
+    assert_eq!(refused_positions(&mixpanel, &body, 3), [0, 2]);
+}

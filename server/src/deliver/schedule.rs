@@ -124,7 +124,7 @@ mod tests {
         let q = PolicyPatch { max_attempts: Some(3), ..Default::default() }.apply(&p);
         assert!(q.exhausted(3, Duration::ZERO));
         assert!(PolicyPatch { schedule: Some(vec![-1.0]), ..Default::default() }.check(None).is_err());
-        let b = model::integration::Batching { max_size: 100, default_size: None, max_wait_ms: 10 };
+        let b = model::integration::Batching { max_size: 100, default_size: None, max_wait_ms: 10, partial: None };
         assert!(PolicyPatch { batch_size: Some(100), ..Default::default() }.check(Some(&b)).is_ok());
         assert!(PolicyPatch { batch_size: Some(101), ..Default::default() }.check(Some(&b)).is_err());
         assert!(PolicyPatch { batch_size: Some(2), ..Default::default() }.check(None).is_err());

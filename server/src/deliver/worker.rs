@@ -7,7 +7,8 @@ use super::queue::{self, AttemptRec, Job, Written};
 use super::schedule::{PolicyPatch, RetryPolicy};
 use crate::integrations::{handlers, sample, Integrations};
 use crate::store::{new_id, now_ms, Store};
-use crate::transport::{cut, Outcome};
+use crate::transport::{cut, Attempt, Outcome};
+use model::integration::{Manifest, PartialOthers};
 use model::mapping::Built;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -303,8 +304,27 @@ impl Worker {
                         String::new()
                     };
                     let size = idx.len() as i64;
+                    // A batch answer naming the events it refused: those are dead, the others as it says.
+                    let partial = partly(m, &a, idx.len());
                     for (k, i) in idx.into_iter().enumerate() {
                         let j = present[i];
+                        let (outcome, v) = match &partial {
+                            Some((refused, _)) if refused.contains(&k) => ("permanent", Verdict::Dead(format!("refused in its batch: {why}"))),
+                            Some((_, PartialOthers::Delivered)) => ("delivered", Verdict::Delivered),
+                            Some((_, PartialOthers::Retry)) => {
+                                let reason = format!("sent again without the events its batch's answer refused ({why})");
+                                ("retryable", Verdict::Retry { retry_after: None, pause: false, reason })
+                            }
+                            None => (outcome, match a.outcome {
+                                Outcome::Delivered => Verdict::Delivered,
+                                Outcome::Permanent if matches!(a.status, Some(401) | Some(403)) => Verdict::Misconfigured(why.clone()),
+                                Outcome::Permanent => Verdict::Dead(why.clone()),
+                                Outcome::Retryable => {
+                                    let pause = matches!(a.status, Some(429) | Some(503));
+                                    Verdict::Retry { retry_after: a.retry_after, pause, reason: why.clone() }
+                                }
+                            }),
+                        };
                         records[j].push(AttemptRec {
                             bulk_of: (k > 0).then(|| logged.clone()),
                             id: if k == 0 { logged.clone() } else { new_id("att") },
@@ -317,15 +337,6 @@ impl Worker {
                             response: if k == 0 { detail.clone() } else { String::new() },
                             response_headers: if k == 0 { headers.clone() } else { None },
                         });
-                        let v = match a.outcome {
-                            Outcome::Delivered => Verdict::Delivered,
-                            Outcome::Permanent if matches!(a.status, Some(401) | Some(403)) => Verdict::Misconfigured(why.clone()),
-                            Outcome::Permanent => Verdict::Dead(why.clone()),
-                            Outcome::Retryable => {
-                                let pause = matches!(a.status, Some(429) | Some(503));
-                                Verdict::Retry { retry_after: a.retry_after, pause, reason: why.clone() }
-                            }
-                        };
                         verdicts[j].merge(v);
                     }
                 }
@@ -333,4 +344,16 @@ impl Worker {
         }
         Ok(jobs.into_iter().zip(verdicts).zip(records).map(|((j, v), r)| (j, v, r)).collect())
     }
+}
+
+/// The positions in a batch that its answer names as refused, and what became of the others
+/// (the integration's `batching.partial`); None when the answer is the whole batch's.
+fn partly(m: &Manifest, a: &Attempt, size: usize) -> Option<(Vec<usize>, PartialOthers)> {
+    let p = m.capabilities.batching.as_ref()?.partial.as_ref()?;
+    if !a.status.is_some_and(|s| p.status.contains(&s)) {
+        return None;
+    }
+    let body: Value = serde_json::from_str(a.body.as_deref()?).ok()?;
+    let refused = model::mapping::refused_positions(p, &body, size);
+    (!refused.is_empty()).then_some((refused, p.others))
 }

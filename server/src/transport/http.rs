@@ -131,12 +131,13 @@ impl Transport for Http {
                 let status = resp.status().as_u16();
                 let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(retry_after_secs);
                 let headers = headers_of(resp.headers());
-                let body = cut(resp.text().await.unwrap_or_default(), self.keep_body);
+                let full = resp.text().await.unwrap_or_default();
+                let body = cut(full.clone(), self.keep_body);
                 let outcome = match status {
                     300..=399 => Outcome::Permanent,
                     s => classify(s),
                 };
-                Attempt { retry_after, headers: Some(headers), ..Attempt::timed(started, outcome, Some(status), body) }
+                Attempt { retry_after, headers: Some(headers), body: Some(full), ..Attempt::timed(started, outcome, Some(status), body) }
             }
             Err(e) => {
                 let msg = describe(&e);

@@ -41,11 +41,14 @@ pub struct Attempt {
     /// The response's headers (HTTP), names in lower case; cookies masked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// The whole response body (HTTP), for reading which events of a batch were refused.
+    #[serde(skip)]
+    pub body: Option<String>,
 }
 
 impl Attempt {
     fn timed(started: Instant, outcome: Outcome, status: Option<u16>, detail: impl Into<String>) -> Attempt {
-        Attempt { outcome, status, detail: detail.into(), latency_ms: started.elapsed().as_millis() as u64, retry_after: None, headers: None }
+        Attempt { outcome, status, detail: detail.into(), latency_ms: started.elapsed().as_millis() as u64, retry_after: None, headers: None, body: None }
     }
 }
 
