@@ -175,8 +175,13 @@ pub fn router(state: AppState, session_key: &[u8]) -> Router {
         .route("/api/{*rest}", axum::routing::any(|| async { ApiError::NotFound("API route") }))
         .merge(pages::router(&state))
         .layer(sessions);
+    // A worker node takes no events (its Tracking API routes say where to send them).
+    let tracking = match state.config.mode {
+        crate::config::Mode::Worker => crate::ingest::worker_router(),
+        _ => crate::ingest::router(),
+    };
     Router::new()
-        .merge(crate::ingest::router())
+        .merge(tracking)
         .merge(admin)
         .merge(ops::router())
         .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found\n").into_response() })

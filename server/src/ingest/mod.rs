@@ -13,7 +13,7 @@ pub mod suppress;
 pub mod writer;
 
 pub use keys::KeyCache;
-pub use routes::router;
+pub use routes::{router, worker_router};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;

@@ -39,6 +39,26 @@ pub fn router() -> Router<AppState> {
         .layer(middleware::from_fn(cors))
 }
 
+/// On a node started with `--mode worker`: every Tracking API route answers 503 (SDKs keep the
+/// events and retry) saying where events go.
+pub fn worker_router() -> Router<AppState> {
+    async fn refuse() -> Response {
+        let mut res = fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_an_ingest_node",
+            "this node only delivers (--mode worker): send events to a node started with --mode ingest or all",
+        );
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        res
+    }
+    let any = axum::routing::any(refuse);
+    Router::new()
+        .route("/v1/{*rest}", any.clone())
+        .route("/sourceConfig", any.clone())
+        .route("/sourceConfig/", any.clone())
+        .route("/beacon/v1/batch", any)
+}
+
 /// The Tracking API's error shape.
 fn fail(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (status, Json(json!({"success": false, "code": code, "message": message.into()}))).into_response()

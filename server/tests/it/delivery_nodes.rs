@@ -77,9 +77,16 @@ crate::both!(sigkill_during_delivery_loses_nothing);
 async fn two_worker_nodes_deliver_each_event_once() {
     let env = crate::env_or_skip!(Db::Postgres);
     let rx = Receiver::start().await;
+    // Events go to an ingest node, which delivers nothing; two worker nodes deliver them.
+    let ingest = env.start_with(&["--allow-private-destinations", "--mode", "ingest"]).await;
     let a = env.start_with(&["--allow-private-destinations", "--mode", "worker"]).await;
     let b = env.start_with(&["--allow-private-destinations", "--mode", "worker"]).await;
-    let w = world_on(&env, a, rx.clone(), json!({})).await;
+    let w = world_on(&env, ingest, rx.clone(), json!({})).await;
+    // A worker takes no events: SDKs get a 503 (they keep the event and retry) saying why.
+    let r = a.client().post(a.at("/v1/track")).basic_auth(&w.key, Some("")).json(&json!({"userId": "u", "event": "E"})).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "not_an_ingest_node", "{body}");
     let n = 200;
     for i in 0..n {
         w.track(&format!("n{i}")).await;
@@ -92,7 +99,7 @@ async fn two_worker_nodes_deliver_each_event_once() {
     }
     assert_eq!(counts.len(), n, "every event arrived ({} requests)", got.len());
     assert!(counts.values().all(|c| *c == 1), "each exactly once: {:?}", counts.iter().filter(|(_, c)| **c > 1).collect::<Vec<_>>());
-    drop(b);
+    drop((a, b));
 }
 
 /// `n` events through two worker processes to a destination limited to `rate` per second.
