@@ -125,6 +125,9 @@ impl Router {
         for (seq, source, message_id, event) in &events {
             for d in &dests[source] {
                 let reason = route::filtered(&d.loaded, &d.name, &d.filters, event);
+                if reason.is_some() {
+                    filtered_metric(&d.name);
+                }
                 let traits = (reason.is_none() && d.only_changed_traits && event.get("type").and_then(Value::as_str) == Some("identify")).then_some(event);
                 let lane = d.ordered.then(|| lane(event)).flatten();
                 rows_out.push((NewDelivery { destination_id: &d.id, seq: *seq, message_id: message_id.clone(), lane, state: "pending", reason, members: Vec::new() }, traits));
@@ -192,6 +195,9 @@ impl Router {
             let event: Value = serde_json::from_str(&payload).unwrap_or_default();
             for d in &dests[&source] {
                 let reason = route::filtered(&d.loaded, &d.name, &d.filters, &event);
+                if reason.is_some() {
+                    filtered_metric(&d.name);
+                }
                 let traits = (reason.is_none() && d.only_changed_traits && event.get("type").and_then(Value::as_str) == Some("identify")).then(|| traits_key(&event)).flatten();
                 let lane = d.ordered.then(|| lane(&event)).flatten();
                 rows.push(sqlite_queue::NewRow { destination_id: d.id.clone(), seq, message_id: message_id.clone(), lane, reason, traits, members: Vec::new() });
@@ -394,4 +400,9 @@ async fn traits_unchanged(conn: &mut sqlx::AnyConnection, destination_id: &str, 
     .execute(&mut *conn)
     .await?;
     Ok(None)
+}
+
+/// An event kept out by a destination's filters counts as a delivery `filtered`.
+fn filtered_metric(destination: &str) {
+    metrics::counter!("switchyard_deliveries_total", "destination" => destination.to_string(), "outcome" => "filtered").increment(1);
 }

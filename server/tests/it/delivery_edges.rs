@@ -180,11 +180,14 @@ async fn refused_credentials_alert_as_misconfigured() {
     panic!("the status stayed misconfigured after a delivery: {}", w.destination().await);
 }
 
-/// A redirect is an answer, not followed: the event is dead-lettered with it.
+/// A redirect is an answer, not followed: the event is dead-lettered with it, and the operator
+/// alerted that the destination is dead-lettering.
 #[tokio::test]
 async fn redirects_are_not_followed() {
     let env = crate::env_or_skip!(Db::Sqlite);
-    let w = world(&env, json!({"schedule": [0.1]})).await;
+    let alerts = Receiver::start().await;
+    let server = serve(&env, &[("SWITCHYARD_ALERT_URL", format!("{}/alerts", alerts.url))]);
+    let w = world_on(&env, server, Receiver::start().await, json!({"schedule": [0.1]})).await;
     w.rx.answer(&[(302, None)]);
     w.track("x-1").await;
     let d = w.state_of("x-1", "dead").await;
@@ -193,6 +196,26 @@ async fn redirects_are_not_followed() {
     let got = w.rx.requests();
     assert_eq!(got.len(), 1, "the Location was not requested");
     assert_eq!(got[0].path, "/in");
+    let alert: Value = serde_json::from_slice(&alerts.wait_for(1, 10).await[0].body).unwrap();
+    assert_eq!((alert["kind"].as_str(), alert["destination"].as_str()), (Some("dead_letter"), Some("hook")), "{alert}");
+}
+
+/// `concurrency` caps the requests a destination has in flight at once.
+#[tokio::test]
+async fn the_concurrency_limit_holds() {
+    let env = crate::env_or_skip!(Db::Sqlite);
+    let w = world(&env, json!({"concurrency": 2})).await;
+    w.rx.delay_ms.store(300, Ordering::SeqCst);
+    for i in 0..6 {
+        w.track_as(&format!("n-{i}"), &format!("u{i}")).await;
+    }
+    let got = w.rx.wait_for(6, 20).await;
+    assert_eq!(got.len(), 6);
+    // Each request is held 300 ms: at most two may start within any 250 ms.
+    let most = got.iter().map(|a| got.iter().filter(|b| b.at >= a.at && b.at - a.at < Duration::from_millis(250)).count()).max().unwrap();
+    assert!(most <= 2, "{most} requests started within 250 ms");
+    let span = got[5].at - got[0].at;
+    assert!(span >= Duration::from_millis(550), "three rounds of two: {span:?}");
 }
 
 /// A disabled destination is left out of routing and claims; enabled again, it gets new events.
@@ -327,3 +350,42 @@ async fn global_retry_settings_and_the_retry_after_cap() {
     let gap = got[got.len() - 1].at - got[got.len() - 2].at;
     assert!(gap >= Duration::from_millis(450) && gap < Duration::from_secs(3), "Retry-After: 3600 capped at 0.5 s: {gap:?}");
 }
+
+/// Routing in the engine: the destination's filters, its condition and the event's `integrations`
+/// object keep events out, each recorded as filtered with the reason; the rest are delivered.
+async fn filters_keep_events_out_of_the_queue_with_the_reason(db: Db) {
+    let env = crate::env_or_skip!(db);
+    let w = world(&env, json!({})).await;
+    let filters = json!({"filters": {"allow_events": ["Order Completed"], "condition": "properties.total | float >= 10"}});
+    w.send(reqwest::Method::PATCH, "", filters).await;
+    let cases = [
+        ("f-1", json!({"event": "Order Completed", "properties": {"total": 12}}), None),
+        ("f-2", json!({"event": "Signed Up"}), Some("not on the allow list")),
+        ("f-3", json!({"event": "Order Completed", "properties": {"total": 5}}), Some("does not hold")),
+        ("f-4", json!({"event": "Order Completed", "properties": {"total": 50}, "integrations": {"All": false}}), Some("integrations object")),
+        ("f-5", json!({"event": "Order Completed", "properties": {"total": 50}, "integrations": {"All": false, "hook": true}}), None),
+    ];
+    for (id, fields, _) in &cases {
+        let mut event = json!({"userId": "u1", "messageId": id});
+        event.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+        let r = w.server.client().post(w.server.at("/v1/track")).basic_auth(&w.key, Some("")).json(&event).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    for (id, _, why) in &cases {
+        match why {
+            None => {
+                w.state_of(id, "succeeded").await;
+            }
+            Some(why) => {
+                let d = w.state_of(id, "filtered").await;
+                assert!(d["reason"].as_str().unwrap().contains(why), "{id}: {d}");
+            }
+        }
+    }
+    let metrics = w.server.client().get(w.server.at("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("switchyard_deliveries_total{destination=\"hook\",outcome=\"filtered\"} 3"), "{metrics}");
+    let mut sent: Vec<String> = w.rx.requests().iter().map(|r| r.headers["webhook-id"].to_str().unwrap().to_string()).collect();
+    sent.sort();
+    assert_eq!(sent, ["f-1", "f-5"]);
+}
+both!(filters_keep_events_out_of_the_queue_with_the_reason);
