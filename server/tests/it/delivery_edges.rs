@@ -389,3 +389,20 @@ async fn filters_keep_events_out_of_the_queue_with_the_reason(db: Db) {
     assert_eq!(sent, ["f-1", "f-5"]);
 }
 both!(filters_keep_events_out_of_the_queue_with_the_reason);
+
+/// A destination that refuses connections is retried like a 5xx, then dead-lettered.
+#[tokio::test]
+async fn connection_errors_are_retried() {
+    let env = crate::env_or_skip!(Db::Sqlite);
+    let w = world(&env, json!({"schedule": [0.1], "max_attempts": 2})).await;
+    // A port that was just free: nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    w.send(reqwest::Method::PATCH, "", json!({"settings": {"url": format!("http://{closed}/in")}})).await;
+    w.track("c-1").await;
+    let d = w.state_of("c-1", "dead").await;
+    assert!(d["reason"].as_str().unwrap().starts_with("gave up after 2 attempts"), "{d}");
+    let attempts = w.get("/attempts?message_id=c-1").await;
+    let outcomes: Vec<&str> = attempts["items"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["retryable", "retryable"], "{attempts}");
+    assert!(attempts["items"][0]["response"].as_str().unwrap().contains("onnect"), "{attempts}");
+}
