@@ -170,24 +170,30 @@ pub async fn replays(store: &Store, destination_id: &str, limit: i64) -> anyhow:
         .bind(limit)
         .fetch_all(store.pool())
         .await?;
+    // $2: now, and on a SQLite file $3: the deliveries leased in memory (a JSON array).
     let now = now_ms();
-    let leased: Vec<String> = store.direct().map(|d| d.leases().held(now)).unwrap_or_default();
+    let leased = store.direct().map(|d| serde_json::to_string(&d.leases().held(now)).unwrap_or_default());
+    let lease = match leased {
+        Some(_) => "(lease_until > $2 OR id IN (SELECT value FROM json_each($3)))",
+        None => "lease_until > $2",
+    };
+    let by_state = format!(
+        "SELECT CASE WHEN state IN ('pending', 'retrying') AND {lease} THEN 'in_flight' ELSE state END AS shown, COUNT(*) AS n \
+         FROM deliveries WHERE replay_id = $1 GROUP BY shown"
+    );
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
         let id: String = get(r, "id")?;
-        let states = sqlx::query("SELECT id, state, lease_until FROM deliveries WHERE replay_id = $1").bind(&id).fetch_all(store.pool()).await?;
+        let mut q = sqlx::query(&by_state).bind(&id).bind(now);
+        if let Some(leased) = &leased {
+            q = q.bind(leased);
+        }
         let mut outcome = std::collections::BTreeMap::new();
-        for d in &states {
-            let mut state: String = get(d, "state")?;
-            let lease = d.try_get::<Option<i64>, _>("lease_until").ok().flatten();
-            let delivery: String = get(d, "id")?;
-            if (state == "pending" || state == "retrying") && (lease.is_some_and(|l| l > now) || leased.contains(&delivery)) {
-                state = "in_flight".into();
-            }
-            *outcome.entry(state).or_insert(0) += 1;
+        for c in q.fetch_all(store.pool()).await? {
+            outcome.insert(get::<String>(&c, "shown")?, get::<i64>(&c, "n")?);
         }
         let count: i64 = get(r, "count")?;
-        let gone = count - states.len() as i64;
+        let gone = count - outcome.values().sum::<i64>();
         if gone > 0 {
             outcome.insert("gone".into(), gone);
         }

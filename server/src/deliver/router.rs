@@ -122,11 +122,12 @@ impl Router {
         };
         drop(conn);
         let mut rows_out = Vec::new();
+        let mut filtered = Vec::new();
         for (seq, source, message_id, event) in &events {
             for d in &dests[source] {
                 let reason = route::filtered(&d.loaded, &d.name, &d.filters, event);
                 if reason.is_some() {
-                    filtered_metric(&d.name);
+                    filtered.push(d.name.as_str());
                 }
                 let traits = (reason.is_none() && d.only_changed_traits && event.get("type").and_then(Value::as_str) == Some("identify")).then_some(event);
                 let lane = d.ordered.then(|| lane(event)).flatten();
@@ -159,6 +160,7 @@ impl Router {
         }
         insert_deliveries(&mut tx, &out, now_ms()).await?;
         tx.commit().await?;
+        count_filtered(&filtered);
         self.position = Some(last);
         Ok(Routed { full, pending: out.iter().filter(|d| d.state == "pending").count() })
     }
@@ -191,12 +193,13 @@ impl Router {
         let full = found.len() == ROUTED;
         let last = if full { found[ROUTED - 1].0 } else { end };
         let mut rows = Vec::new();
+        let mut filtered = Vec::new();
         for (seq, source, message_id, payload) in found {
             let event: Value = serde_json::from_str(&payload).unwrap_or_default();
             for d in &dests[&source] {
                 let reason = route::filtered(&d.loaded, &d.name, &d.filters, &event);
                 if reason.is_some() {
-                    filtered_metric(&d.name);
+                    filtered.push(d.name.as_str());
                 }
                 let traits = (reason.is_none() && d.only_changed_traits && event.get("type").and_then(Value::as_str) == Some("identify")).then(|| traits_key(&event)).flatten();
                 let lane = d.ordered.then(|| lane(&event)).flatten();
@@ -211,7 +214,10 @@ impl Router {
         self.unsaved = None;
         self.saved_at = Instant::now();
         Ok(match sqlite_queue::route(direct, saved, last, rows).await? {
-            Some(pending) => Routed { full, pending },
+            Some(pending) => {
+                count_filtered(&filtered);
+                Routed { full, pending }
+            }
             None => Routed::default(),
         })
     }
@@ -402,7 +408,10 @@ async fn traits_unchanged(conn: &mut sqlx::AnyConnection, destination_id: &str, 
     Ok(None)
 }
 
-/// An event kept out by a destination's filters counts as a delivery `filtered`.
-fn filtered_metric(destination: &str) {
-    metrics::counter!("switchyard_deliveries_total", "destination" => destination.to_string(), "outcome" => "filtered").increment(1);
+/// Events kept out by destinations' filters count as deliveries `filtered`, once the step that
+/// routed them has committed (a step another node's router beat counts nothing).
+fn count_filtered(destinations: &[&str]) {
+    for d in destinations {
+        metrics::counter!("switchyard_deliveries_total", "destination" => d.to_string(), "outcome" => "filtered").increment(1);
+    }
 }

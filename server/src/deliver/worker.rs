@@ -28,6 +28,12 @@ enum Verdict {
     Delivered,
     Retry { retry_after: Option<f64>, pause: bool, reason: String },
     Dead(String),
+    /// Dead because the destination refused this one event of a batch (its answer named it): the
+    /// destination itself works, so this is no failure of it (circuit breaker).
+    Refused(String),
+    /// Sent again at once without counting an attempt: the destination took none of a batch whose
+    /// answer refused other events (`batching.partial.others = "retry"`).
+    Resend(String),
     /// Dead because the destination's configuration cannot work (bad overrides, an integration
     /// no longer in the catalog, credentials refused with 401 or 403): alerted as misconfigured.
     Misconfigured(String),
@@ -43,9 +49,10 @@ impl Verdict {
         match self {
             Verdict::Filtered(_) | Verdict::Deferred(_) => 0,
             Verdict::Delivered => 1,
-            Verdict::Retry { .. } => 2,
-            Verdict::Rejected(_) => 3,
-            Verdict::Dead(_) | Verdict::Misconfigured(_) => 4,
+            Verdict::Resend(_) => 2,
+            Verdict::Retry { .. } => 3,
+            Verdict::Rejected(_) => 4,
+            Verdict::Dead(_) | Verdict::Misconfigured(_) | Verdict::Refused(_) => 5,
         }
     }
 
@@ -153,8 +160,8 @@ impl Worker {
             let count = job.attempts + 1;
             let label = match &verdict {
                 Verdict::Delivered => "delivered",
-                Verdict::Retry { .. } => "retrying",
-                Verdict::Dead(_) | Verdict::Misconfigured(_) => "dead",
+                Verdict::Retry { .. } | Verdict::Resend(_) => "retrying",
+                Verdict::Dead(_) | Verdict::Misconfigured(_) | Verdict::Refused(_) => "dead",
                 Verdict::Rejected(_) => "rejected",
                 Verdict::Filtered(_) => "filtered",
                 Verdict::Deferred(_) => "deferred",
@@ -185,6 +192,11 @@ impl Worker {
                     dead = Some(r.clone());
                     ("dead", count, now, Some(r))
                 }
+                Verdict::Refused(r) => {
+                    dead = Some(r.clone());
+                    ("dead", count, now, Some(r))
+                }
+                Verdict::Resend(r) => ("retrying", job.attempts, now, Some(r)),
                 Verdict::Retry { retry_after, pause, reason } => {
                     failures += 1;
                     let age = std::time::Duration::from_millis((now - job.created_at).max(0) as u64);
@@ -217,15 +229,15 @@ impl Worker {
         }
         // Misconfigured shows on the destination until it is saved again; refused credentials
         // also until a delivery succeeds.
-        let refused = |r: &str| r.starts_with("answered 401") || r.starts_with("answered 403");
         if let Some(r) = misconfigured {
-            self.alerts.notify(&row.name, "misconfigured", &r);
             let mut conn = self.store.pool().acquire().await?;
             crate::store::set_destination_status(&mut conn, &row.id, Some(&r)).await?;
-        } else if delivered && row.status_reason.as_deref().is_some_and(refused) {
+            self.alerts.notify(&row.name, "misconfigured", &r);
+        } else if delivered && row.status_reason.as_deref().is_some_and(crate::integrations::destination::credentials_refused) {
             let mut conn = self.store.pool().acquire().await?;
             crate::store::set_destination_status(&mut conn, &row.id, None).await?;
-        } else if let Some(r) = dead {
+        }
+        if let Some(r) = dead {
             self.alerts.notify(&row.name, "dead_letter", &r);
         }
         Ok(())
@@ -277,13 +289,10 @@ impl Worker {
                     verdicts[j].merge(Verdict::Rejected(reason));
                 }
                 Built::Request { request, events: idx, .. } => {
-                    let a = transport.send(settings, &request).await;
-                    let mut detail = a.detail.clone();
-                    let mut headers = a.headers.as_ref().map(|h| serde_json::to_string(h).unwrap_or_default());
-                    for s in secrets.iter().filter(|s| s.len() >= 4) {
-                        detail = detail.replace(s.as_str(), crate::integrations::settings::MASK);
-                        headers = headers.map(|h| h.replace(s.as_str(), crate::integrations::settings::MASK));
-                    }
+                    let mut a = transport.send(settings, &request).await;
+                    a.mask(secrets);
+                    let detail = a.detail.clone();
+                    let headers = a.headers.as_ref().map(|h| serde_json::to_string(h).unwrap_or_default());
                     let outcome = match a.outcome {
                         Outcome::Delivered => "delivered",
                         Outcome::Retryable => "retryable",
@@ -309,11 +318,10 @@ impl Worker {
                     for (k, i) in idx.into_iter().enumerate() {
                         let j = present[i];
                         let (outcome, v) = match &partial {
-                            Some((refused, _)) if refused.contains(&k) => ("permanent", Verdict::Dead(format!("refused in its batch: {why}"))),
+                            Some((refused, _)) if refused.contains(&k) => ("permanent", Verdict::Refused(format!("refused in its batch: {why}"))),
                             Some((_, PartialOthers::Delivered)) => ("delivered", Verdict::Delivered),
                             Some((_, PartialOthers::Retry)) => {
-                                let reason = format!("sent again without the events its batch's answer refused ({why})");
-                                ("retryable", Verdict::Retry { retry_after: None, pause: false, reason })
+                                ("retryable", Verdict::Resend(format!("sent again without the events its batch's answer refused ({why})")))
                             }
                             None => (outcome, match a.outcome {
                                 Outcome::Delivered => Verdict::Delivered,
@@ -326,7 +334,8 @@ impl Worker {
                             }),
                         };
                         records[j].push(AttemptRec {
-                            bulk_of: (k > 0).then(|| logged.clone()),
+                            // Events of one request that end differently each keep a row of their own.
+                            bulk_of: (k > 0 && partial.is_none()).then(|| logged.clone()),
                             id: if k == 0 { logged.clone() } else { new_id("att") },
                             message_id: jobs[j].message_id.clone(),
                             events: size,
@@ -334,7 +343,11 @@ impl Worker {
                             outcome,
                             status: a.status.map(i64::from),
                             request: if k == 0 { shown.clone() } else { pointer.clone() },
-                            response: if k == 0 { detail.clone() } else { String::new() },
+                            response: match &v {
+                                _ if k == 0 => detail.clone(),
+                                Verdict::Refused(r) => r.clone(),
+                                _ => String::new(),
+                            },
                             response_headers: if k == 0 { headers.clone() } else { None },
                         });
                         verdicts[j].merge(v);

@@ -104,11 +104,8 @@ async fn test_delivery(_auth: Auth<Editor>, State(state): State<AppState>, Path(
     for b in built {
         match b {
             Built::Request { action, request, .. } => {
-                let attempt = transport.send(&settings, &request).await;
-                let mut attempt = attempt;
-                for s in secrets.iter().filter(|s| s.len() >= 4) {
-                    attempt.detail = attempt.detail.replace(s.as_str(), crate::integrations::settings::MASK);
-                }
+                let mut attempt = transport.send(&settings, &request).await;
+                attempt.mask(&secrets);
                 results.push(TestResult { action, request: Some(sample::redact(&request, &secrets)), attempt: Some(attempt), rejected: None });
             }
             Built::Rejected { action, reason, .. } => results.push(TestResult { action, request: None, attempt: None, rejected: Some(reason) }),

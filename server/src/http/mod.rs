@@ -270,6 +270,13 @@ pub async fn serve(
         (true, Some((db, _))) => Some(crate::store::direct::delivery_lock(db)?),
         _ => None,
     };
+    if state.config.mode.delivers() && state.config.delivery_timeout_secs >= state.config.delivery_lease_secs {
+        tracing::warn!(
+            delivery_timeout_secs = state.config.delivery_timeout_secs,
+            delivery_lease_secs = state.config.delivery_lease_secs,
+            "the delivery timeout is not shorter than the lease: a slow destination's deliveries may be claimed again while in flight"
+        );
+    }
     let engine = state.config.mode.delivers().then(|| {
         tokio::spawn(crate::deliver::vacuum::run(store.clone(), state.config.queue_vacuum_rows, state.shutdown.clone()));
         let lease = (state.config.delivery_lease_secs * 1000) as i64;

@@ -57,6 +57,7 @@ pub fn worker_router() -> Router<AppState> {
         .route("/sourceConfig", any.clone())
         .route("/sourceConfig/", any.clone())
         .route("/beacon/v1/batch", any)
+        .layer(middleware::from_fn(cors))
 }
 
 /// The Tracking API's error shape.

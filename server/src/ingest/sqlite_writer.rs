@@ -152,6 +152,9 @@ fn one_by_one(conn: &mut Connection, job: &Job, cutoff: i64) -> Result<Vec<Outco
                 tx.commit().map_err(|e| e.to_string())?;
                 outcomes.push(if stored { Outcome::Stored } else { Outcome::Duplicate });
             }
+            // Anything but the message's own fault (the disk, a lock) fails the request, which
+            // the client retries: the messages stored meanwhile are duplicates then.
+            Err(err) if !refusal(&err) => return Err(err.to_string()),
             Err(err) => {
                 drop(tx);
                 let outcome = super::writer::refused(e, &err);
@@ -166,6 +169,12 @@ fn one_by_one(conn: &mut Connection, job: &Job, cutoff: i64) -> Result<Vec<Outco
         keep(conn, r);
     }
     Ok(outcomes)
+}
+
+/// Whether SQLite refused the message itself (a constraint, too big, a type it cannot hold).
+fn refusal(err: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::{ConstraintViolation, TooBig, TypeMismatch};
+    matches!(err, rusqlite::Error::SqliteFailure(e, _) if matches!(e.code, ConstraintViolation | TooBig | TypeMismatch))
 }
 
 /// Stores one rejection in a transaction of its own; one the database refuses too is logged.

@@ -213,6 +213,9 @@ async fn one_by_one(store: &Store, job: &Job, cutoff: i64) -> Result<Vec<Outcome
                 tx.commit().await.map_err(|e| e.to_string())?;
                 outcomes.push(if stored { Outcome::Stored } else { Outcome::Duplicate });
             }
+            // Anything but the message's own fault (a lost connection, a timeout) fails the
+            // request, which the client retries: the messages stored meanwhile are duplicates then.
+            Err(err) if !refusal(&err) => return Err(err.to_string()),
             Err(err) => {
                 drop(tx);
                 let outcome = refused(e, &err);
@@ -230,6 +233,17 @@ async fn one_by_one(store: &Store, job: &Job, cutoff: i64) -> Result<Vec<Outcome
         return Err("no database connection".into());
     }
     Ok(outcomes)
+}
+
+/// Whether the database refused the message itself: a constraint, or data it cannot store
+/// (PostgreSQL's classes 22 and 23).
+fn refusal(err: &crate::store::StoreError) -> bool {
+    match err {
+        crate::store::StoreError::Other(sqlx::Error::Database(db)) => {
+            db.kind() != sqlx::error::ErrorKind::Other || db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23"))
+        }
+        _ => false,
+    }
 }
 
 /// Stores one rejection in a transaction of its own; one the database refuses too is logged (the

@@ -168,7 +168,9 @@ pub async fn check_all(store: &crate::store::Store, catalog: &Arc<Catalog>, ciph
             tracing::warn!(destination = %row.name, reason = reason.as_deref().unwrap_or_default(), "destination misconfigured");
             alerts.notify(&row.name, "misconfigured", reason.as_deref().unwrap_or_default());
         }
-        if reason != row.status_reason {
+        // Credentials refused at send time stay shown until a delivery succeeds or a save.
+        let refused = reason.is_none() && row.status_reason.as_deref().is_some_and(credentials_refused);
+        if reason != row.status_reason && !refused {
             crate::store::set_destination_status(&mut conn, &row.id, reason.as_deref()).await?;
         }
     }
@@ -198,4 +200,9 @@ pub async fn private_urls(integrations: &super::Integrations, write: &Destinatio
         }
     }
     errors
+}
+
+/// A status reason recorded at send time because the destination refused its credentials.
+pub fn credentials_refused(reason: &str) -> bool {
+    reason.starts_with("answered 401") || reason.starts_with("answered 403")
 }

@@ -47,6 +47,17 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// Masks the destination's secret values wherever an answer may echo them (body, headers).
+    pub fn mask(&mut self, secrets: &[String]) {
+        for s in secrets.iter().filter(|s| s.len() >= 4) {
+            let masked = |t: &str| t.replace(s.as_str(), crate::integrations::settings::MASK);
+            self.detail = masked(&self.detail);
+            for v in self.headers.iter_mut().flat_map(|h| h.values_mut()) {
+                *v = masked(v);
+            }
+        }
+    }
+
     fn timed(started: Instant, outcome: Outcome, status: Option<u16>, detail: impl Into<String>) -> Attempt {
         Attempt { outcome, status, detail: detail.into(), latency_ms: started.elapsed().as_millis() as u64, retry_after: None, headers: None, body: None }
     }

@@ -132,25 +132,29 @@ async fn batching_destinations_get_one_request_for_many_events() {
 }
 
 /// Partial failures per event: a batch answer naming refused events (the webhook's 207 with
-/// `{"failed": [...]}`) dead-letters only those; the others are delivered. Replaying one sends it
-/// alone.
+/// `{"failed": [...]}`) dead-letters only those, without counting against the destination; the
+/// others are delivered, each with a delivered attempt of its own (also when the event the request
+/// is logged with was refused).
 async fn a_batch_answer_naming_refused_events_fails_only_those(db: crate::harness::Db) {
     let env = crate::env_or_skip!(db);
     let server = env.start_with(&["--allow-private-destinations"]).await;
     let rx = Receiver::start().await;
-    let w = world_on(&env, server, rx.clone(), json!({"batch_size": 10, "batch_wait_ms": 300, "schedule": [0.1]})).await;
+    let w = world_on(&env, server, rx.clone(), json!({"batch_size": 10, "batch_wait_ms": 300, "schedule": [0.1], "breaker_failures": 1})).await;
     rx.answer(&[(207, None)]);
-    *rx.reply.lock().unwrap() = r#"{"failed": [1, 3]}"#.into();
+    *rx.reply.lock().unwrap() = r#"{"failed": [0, 3]}"#.into();
     let batch: Vec<Value> = (0..5).map(|i| json!({"type": "track", "userId": format!("u{i}"), "event": "E", "messageId": format!("p{i}")})).collect();
     let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:", w.key)));
     let r = w.server.client().post(w.server.at("/v1/batch")).header("Authorization", &auth).json(&json!({"batch": batch})).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let got = wait_items(&rx, 5).await;
     assert_eq!(got, [vec!["p0", "p1", "p2", "p3", "p4"]], "one request");
-    for id in ["p0", "p2", "p4"] {
+    for id in ["p1", "p2", "p4"] {
         w.state_of(id, "succeeded").await;
+        let attempts = w.get(&format!("/attempts?message_id={id}")).await;
+        assert_eq!(attempts["items"][0]["outcome"], "delivered", "{id}: {attempts}");
+        assert_eq!(attempts["items"][0]["message_id"], id, "{attempts}");
     }
-    for id in ["p1", "p3"] {
+    for id in ["p0", "p3"] {
         let d = w.state_of(id, "dead").await;
         assert!(d["reason"].as_str().unwrap().starts_with("refused in its batch: answered 207"), "{d}");
     }
@@ -158,8 +162,9 @@ async fn a_batch_answer_naming_refused_events_fails_only_those(db: crate::harnes
     assert_eq!(dead["items"].as_array().unwrap().len(), 2, "{dead}");
     let attempts = w.get("/attempts?message_id=p3").await;
     assert_eq!(attempts["items"][0]["outcome"], "permanent", "{attempts}");
-    let attempts = w.get("/attempts?message_id=p2").await;
-    assert_eq!(attempts["items"][0]["outcome"], "delivered", "{attempts}");
+    // With a breaker that opens at the first failure: refused events are no failure of the destination.
+    let d = w.get("").await;
+    assert!(d["circuit_reason"].is_null() && d["paused_until"].is_null(), "{d}");
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(rx.requests().len(), 1, "nothing was sent again");
 }

@@ -167,6 +167,12 @@ async fn refused_credentials_alert_as_misconfigured() {
     let d = w.destination().await;
     assert_eq!(d["status"], "misconfigured", "{d}");
     assert!(d["status_reason"].as_str().unwrap().contains("answered 401"), "{d}");
+    // Also after a restart (the start-up check knows nothing of refused credentials).
+    let mut w = w;
+    let _ = w.server.child.kill();
+    let _ = w.server.child.wait();
+    w.server = serve(&env, &[]);
+    assert_eq!(w.destination().await["status"], "misconfigured");
 
     w.rx.status.store(200, Ordering::SeqCst);
     w.send(reqwest::Method::POST, "/dead-letter/replay", json!({})).await;
