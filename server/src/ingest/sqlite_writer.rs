@@ -25,6 +25,14 @@ fn connect(path: &Path, fsync: bool) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
+    // Read back, so the log says what SQLite will do (1: NORMAL, 2: FULL).
+    let level: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+    let level = match level {
+        2 => "FULL: every commit is synced to the disk",
+        1 => "NORMAL: commits survive a crash of the process",
+        _ => "other",
+    };
+    tracing::info!("event writer durability: synchronous={level}");
     // Checkpoints run on their own thread (`checkpointer`), not in the middle of a commit that
     // requests are waiting for.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;

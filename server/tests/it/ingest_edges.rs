@@ -216,3 +216,26 @@ async fn ingest_metrics_count_what_happened() {
         assert!(metrics.contains(&format!("# TYPE {histogram} histogram")), "{histogram}: {metrics}");
     }
 }
+
+/// `durability = fsync` reaches the event writer's connection (SQLite's own answer, logged at
+/// start), and events are acknowledged and stored under it as under the default.
+#[tokio::test]
+async fn fsync_durability_reaches_the_event_writer() {
+    for (setting, want) in [(None, "synchronous=NORMAL"), (Some("fsync"), "synchronous=FULL")] {
+        let env = crate::env_or_skip!(Db::Sqlite);
+        let vars: Vec<(&str, &str)> = setting.map(|s| ("SWITCHYARD_DURABILITY", s)).into_iter().collect();
+        let (server, token, source) = with_source(&env, &vars).await;
+        let r = post(&server, "/v1/track", &json!({"userId": "u1", "event": "E", "messageId": "d-1"})).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(events(&server, &token, &source).await.len(), 1);
+        // The log is read from the server's stderr by a thread of its own: give it a moment.
+        let line = format!("event writer durability: {want}");
+        for _ in 0..100 {
+            if server.log_text().contains(&line) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(server.log_text().contains(&line), "{setting:?}: {}", server.log_text());
+    }
+}
