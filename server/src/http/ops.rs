@@ -2,16 +2,20 @@
 
 use super::AppState;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, OnceLock, RwLock};
 use std::time::Instant;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Histogram buckets. A histogram without an entry here would be exported as a summary (whose
 /// quantiles cannot be added up across nodes); full names win over the suffix.
@@ -38,6 +42,17 @@ pub fn metrics_handle() -> PrometheusHandle {
                 b.set_buckets_for_metric(matcher, buckets).expect("static buckets")
             });
             let handle = builder.install_recorder().expect("no other metrics recorder is installed");
+            // Histograms keep every sample until they are folded into their buckets, which
+            // `install_recorder` leaves to us: without this, a server nobody scrapes grows by
+            // every request's samples.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                })
+                .expect("start the metrics upkeep thread");
             metrics::gauge!("switchyard_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
@@ -68,16 +83,96 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// Counts requests and their durations by method, route and status.
 pub async fn track(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    let method = method_label(req.method());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let res = next.run(req).await;
-    let status = res.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
+    let (count, duration) = request_metrics(method, route.as_ref().map_or("unmatched", MatchedPath::as_str), res.status().as_u16());
+    count.increment(1);
+    duration.record(start.elapsed().as_secs_f64());
     res
+}
+
+/// The method as a label: the standard ones by name, any other as `other` (a client must not be
+/// able to create new series at will).
+fn method_label(method: &Method) -> &'static str {
+    [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::HEAD, Method::OPTIONS]
+        .iter()
+        .zip(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+        .find_map(|(m, label)| (m == method).then_some(label))
+        .unwrap_or("other")
+}
+
+type RequestMetrics = (metrics::Counter, metrics::Histogram);
+
+/// The handles of a (method, route, status) series, registered on first use: a request then
+/// costs a map lookup instead of building and hashing its labels in the registry.
+fn request_metrics(method: &'static str, route: &str, status: u16) -> RequestMetrics {
+    static SERIES: LazyLock<RwLock<HashMap<String, HashMap<(&'static str, u16), RequestMetrics>>>> = LazyLock::new(Default::default);
+    if let Some(found) = SERIES.read().unwrap_or_else(|p| p.into_inner()).get(route).and_then(|m| m.get(&(method, status))) {
+        return found.clone();
+    }
+    let labels = [("method", method.to_string()), ("route", route.to_string()), ("status", status.to_string())];
+    let made = (metrics::counter!("http_requests_total", &labels), metrics::histogram!("http_request_duration_seconds", &labels));
+    let mut series = SERIES.write().unwrap_or_else(|p| p.into_inner());
+    series.entry(route.to_string()).or_default().insert((method, status), made.clone());
+    made
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicIsize, Ordering};
+
+    /// Bytes allocated and not yet freed by this test binary.
+    static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+    struct Counting;
+
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOC: Counting = Counting;
+
+    /// Histogram samples are folded into their buckets without anyone scraping `/metrics`: the
+    /// memory holding them is freed within a few upkeep periods.
+    #[test]
+    fn histogram_samples_do_not_pile_up_unscraped() {
+        metrics_handle();
+        let before = LIVE.load(Ordering::Relaxed);
+        for i in 0..2_000_000u32 {
+            metrics::histogram!("test_upkeep_seconds").record(f64::from(i % 100) / 1000.0);
+        }
+        // 2,000,000 samples of 24 bytes each: about 47 MB held until the upkeep folds them.
+        let held = LIVE.load(Ordering::Relaxed) - before;
+        assert!(held > 20 << 20, "the samples should be held for a while ({held} bytes)");
+        // A server keeps recording: the samples folded away are freed as later ones are recorded
+        // (the buckets free their blocks through an epoch that recording moves on).
+        let deadline = Instant::now() + UPKEEP_EVERY * 5;
+        let mut left = held;
+        while Instant::now() < deadline {
+            for _ in 0..1_000 {
+                metrics::histogram!("test_upkeep_seconds").record(0.001);
+            }
+            std::thread::sleep(UPKEEP_EVERY / 100);
+            left = LIVE.load(Ordering::Relaxed) - before;
+            if left < 8 << 20 {
+                return;
+            }
+        }
+        panic!("{left} of {held} bytes of histogram samples are still held after {:?}", UPKEEP_EVERY * 5);
+    }
 }

@@ -20,7 +20,7 @@ use model::event::{drop_nulls, id_text, validate, EventType};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 /// Bodies are read in the handlers (`body::read`), which answer one over the limit in the
@@ -155,35 +155,38 @@ async fn rudder_config(State(state): State<AppState>, Query(query): Query<HashMa
     .into_response()
 }
 
+/// A tracking request, taken apart without copying its headers.
 struct Call {
     addr: SocketAddr,
     headers: HeaderMap,
-    query: HashMap<String, String>,
+    uri: axum::http::Uri,
     body: Body,
 }
 
-async fn single(
-    State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Path(kind): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+impl Call {
+    fn new(addr: SocketAddr, req: Request) -> Call {
+        let (parts, body) = req.into_parts();
+        Call { addr, headers: parts.headers, uri: parts.uri, body }
+    }
+}
+
+async fn single(State(state): State<AppState>, ConnectInfo(addr): ConnectInfo<SocketAddr>, Path(kind): Path<String>, req: Request) -> Response {
     let Some(ty) = EventType::from_route(&kind) else {
         return fail(StatusCode::NOT_FOUND, "not_found", format!("no route /v1/{kind}; use identify, track, page, screen, group, alias or batch"));
     };
-    handle(&state, Call { addr, headers, query, body }, Some(ty)).await
+    handle(&state, Call::new(addr, req), Some(ty)).await
 }
 
-async fn batch(
-    State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(&state, Call { addr, headers, query, body }, None).await
+async fn batch(State(state): State<AppState>, ConnectInfo(addr): ConnectInfo<SocketAddr>, req: Request) -> Response {
+    handle(&state, Call::new(addr, req), None).await
+}
+
+/// `?writeKey=` of a request's query, if any.
+fn query_key(uri: &axum::http::Uri) -> HashMap<String, String> {
+    if uri.query().is_none() {
+        return HashMap::new();
+    }
+    Query::<HashMap<String, String>>::try_from_uri(uri).map(|q| q.0).unwrap_or_default()
 }
 
 /// The write key: Basic auth user name, else `writeKey` in the body, else `?writeKey=`.
@@ -284,7 +287,7 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
         Ok(v) => v,
         Err(BodyError(code, message)) => return fail(StatusCode::BAD_REQUEST, code, message),
     };
-    let Some(key) = write_key(&call.headers, &body, &call.query) else {
+    let Some(key) = write_key(&call.headers, &body, &query_key(&call.uri)) else {
         return fail(StatusCode::UNAUTHORIZED, "missing_write_key", "send the write key as the Basic auth user name or as `writeKey` in the body");
     };
     let owner = match ingest.keys.owner(&state.store, &key).await {
@@ -330,7 +333,7 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
                     received_at,
                     payload: serde_json::to_string(&msg).expect("JSON values serialize"),
                 });
-                accepted.push((index, event_kind.as_str(), live.then(|| Arc::new(Value::Object(msg)))));
+                accepted.push((index, event_kind, live.then(|| Arc::new(Value::Object(msg)))));
             }
             Err((reason, item)) => {
                 let message_id = item.get("messageId").and_then(Value::as_str).map(str::to_string);
@@ -372,10 +375,10 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
     for (outcome, (index, kind, payload)) in outcomes.into_iter().zip(accepted) {
         match outcome {
             Outcome::Stored | Outcome::Duplicate => {
-                metrics::counter!("ingest_accepted_total", "source" => owner.source_id.clone(), "type" => kind).increment(1);
+                owner.accepted(kind).increment(1);
                 if let Some(p) = payload {
                     let message_id = p.get("messageId").and_then(Value::as_str).map(str::to_string);
-                    publish("accepted", message_id, Some(kind.into()), None, p);
+                    publish("accepted", message_id, Some(kind.as_str().into()), None, p);
                 }
             }
             Outcome::Refused(r) => {
@@ -391,12 +394,13 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
             publish("rejected", r.message_id.clone(), r.kind.clone(), Some(r.reason.clone()), p);
         }
     }
-    metrics::histogram!("ingest_ack_seconds").record(started.elapsed().as_secs_f64());
+    static ACK_SECONDS: LazyLock<metrics::Histogram> = LazyLock::new(|| metrics::histogram!("ingest_ack_seconds"));
+    ACK_SECONDS.record(started.elapsed().as_secs_f64());
     if let (Some(_), Some(r)) = (route, refused.first()) {
         return fail(StatusCode::BAD_REQUEST, r.code, r.reason.clone());
     }
     if refused.is_empty() {
-        return Json(json!({"success": true})).into_response();
+        return ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], r#"{"success":true}"#).into_response();
     }
     let rejected: Vec<Value> = refused.iter().map(|r| json!({"index": r.index, "messageId": r.message_id, "reason": r.reason})).collect();
     Json(json!({"success": true, "rejected": rejected})).into_response()

@@ -5,7 +5,7 @@
 use crate::store::events::{insert_event, insert_events, insert_rejection, NewEvent, NewRejection};
 use crate::store::{now_ms, Backend, Store};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -172,8 +172,9 @@ async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>, opts: WriterOpti
 /// Requests queued (or, negative, answered). The gauge moves by increments, so that concurrent
 /// updates cannot leave it at a stale value.
 pub(super) fn queued(depth: &AtomicI64, n: i64) {
+    static GAUGE: LazyLock<metrics::Gauge> = LazyLock::new(|| metrics::gauge!("ingest_write_queue_depth"));
     depth.fetch_add(n, Ordering::Relaxed);
-    metrics::gauge!("ingest_write_queue_depth").increment(n as f64);
+    GAUGE.increment(n as f64);
 }
 
 /// Bookkeeping after a group: commit time, group size, queue depth.
