@@ -5,7 +5,8 @@ use super::Limits;
 use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
 use futures_util::StreamExt;
-use serde_json::Value;
+use super::shallow::Shallow;
+use serde::de::IgnoredAny;
 use std::io::Read;
 
 /// A refusal of the whole request: (code, message) for the Tracking API error shape.
@@ -46,8 +47,9 @@ pub async fn read(body: Body, limits: &Limits) -> Result<Bytes, BodyError> {
     })
 }
 
-/// The JSON object of the body and its size in bytes after decompression.
-pub fn decode(headers: &HeaderMap, raw: &[u8], limits: &Limits) -> Result<(Value, usize), BodyError> {
+/// The JSON object of the body, one level deep, and its size in bytes after decompression. A
+/// batch's messages (`batch: true`) are checked one by one later, so that a bad one fails alone.
+pub fn decode(headers: &HeaderMap, raw: &[u8], limits: &Limits, batch: bool) -> Result<(Shallow, usize), BodyError> {
     let gzip = headers
         .get(axum::http::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -66,13 +68,16 @@ pub fn decode(headers: &HeaderMap, raw: &[u8], limits: &Limits) -> Result<(Value
     if bytes.len() > limits.max_request_bytes {
         return Err(too_large(limits));
     }
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(BodyError("invalid_body", "the body is empty; send a JSON object".into()));
+    let invalid = |e: serde_json::Error| BodyError("invalid_json", format!("the body is not valid JSON: {e}"));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(BodyError("invalid_body", "the body is empty; send a JSON object".into())),
+        Some(b'{') => {}
+        Some(_) => {
+            serde_json::from_slice::<IgnoredAny>(&bytes).map_err(invalid)?;
+            return Err(BodyError("invalid_body", "the body must be a JSON object".into()));
+        }
     }
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| BodyError("invalid_json", format!("the body is not valid JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(BodyError("invalid_body", "the body must be a JSON object".into()));
-    }
-    Ok((value, bytes.len()))
+    // A full parse names the position of an error found in a nested field.
+    let message = Shallow::parse_but(&bytes, Some(if batch { "batch" } else { "" })).map_err(|e| invalid(serde_json::from_slice::<serde_json::Value>(&bytes).err().unwrap_or(e)))?;
+    Ok((message, bytes.len()))
 }

@@ -8,6 +8,7 @@ mod keys;
 pub mod live;
 mod relay;
 mod routes;
+mod shallow;
 mod sqlite_writer;
 pub mod suppress;
 pub mod writer;

@@ -4,6 +4,7 @@
 use super::body::{decode, read, BodyError};
 use super::enrich::{enrich, is_timestamp};
 use super::live::LiveMessage;
+use super::shallow::Shallow;
 use super::writer::{Outcome, WriteError};
 use crate::http::AppState;
 use crate::store::events::{NewEvent, NewRejection};
@@ -17,7 +18,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use model::event::{drop_nulls, id_text, validate, EventType};
-use serde_json::{json, Map, Value};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, LazyLock};
@@ -132,7 +134,7 @@ async fn segment_settings(State(state): State<AppState>, Path(key): Path<String>
 /// The RudderStack browser SDK loads its source configuration from `configUrl` + `/sourceConfig/`
 /// (write key as Basic auth and in the query) before sending events to the data plane URL.
 async fn rudder_config(State(state): State<AppState>, Query(query): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
-    let Some(key) = write_key(&headers, &Value::Null, &query) else {
+    let Some(key) = write_key(&headers, None, &query) else {
         return fail(StatusCode::UNAUTHORIZED, "missing_write_key", "send the write key as the Basic auth user name or ?writeKey=");
     };
     let owner = match state.ingest.keys.owner(&state.store, &key).await {
@@ -190,7 +192,7 @@ fn query_key(uri: &axum::http::Uri) -> HashMap<String, String> {
 }
 
 /// The write key: Basic auth user name, else `writeKey` in the body, else `?writeKey=`.
-fn write_key(headers: &HeaderMap, body: &Value, query: &HashMap<String, String>) -> Option<String> {
+fn write_key(headers: &HeaderMap, body: Option<&Value>, query: &HashMap<String, String>) -> Option<String> {
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -200,7 +202,7 @@ fn write_key(headers: &HeaderMap, body: &Value, query: &HashMap<String, String>)
         .map(|user_pass| user_pass.split(':').next().unwrap_or("").to_string())
         .filter(|k| !k.is_empty());
     basic
-        .or_else(|| body.get("writeKey").and_then(Value::as_str).filter(|k| !k.is_empty()).map(str::to_string))
+        .or_else(|| body.and_then(Value::as_str).filter(|k| !k.is_empty()).map(str::to_string))
         .or_else(|| query.get("writeKey").filter(|k| !k.is_empty()).cloned())
 }
 
@@ -223,12 +225,12 @@ fn client_ip(addr: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAdd
 }
 
 /// The messages of a request, each with its type (or why it has none).
-fn messages(body: Value, route: Option<EventType>, max_batch: usize) -> Result<Vec<(Value, Option<EventType>)>, Response> {
-    let Value::Object(mut obj) = body else { unreachable!("decode checks for an object") };
+fn messages(mut body: Shallow, route: Option<EventType>, max_batch: usize) -> Result<Vec<(Item, Option<EventType>)>, Response> {
     if let Some(ty) = route {
-        return Ok(vec![(Value::Object(obj), Some(ty))]);
+        return Ok(vec![(Ok(body), Some(ty))]);
     }
-    let Some(Value::Array(items)) = obj.remove("batch") else {
+    let items = body.take_raw("batch").and_then(|raw| serde_json::from_str::<Vec<Box<RawValue>>>(raw.get()).ok());
+    let Some(items) = items else {
         return Err(fail(StatusCode::BAD_REQUEST, "invalid_body", "a batch needs a `batch` array of messages"));
     };
     if items.len() > max_batch {
@@ -240,23 +242,37 @@ fn messages(body: Value, route: Option<EventType>, max_batch: usize) -> Result<V
     }
     // Batch-level context, integrations and sentAt apply to every message that does not set its
     // own (server SDKs send sentAt once per batch; it drives the clock-skew correction).
-    let shared: Vec<(String, Value)> = ["context", "integrations", "sentAt"]
-        .iter()
-        .filter_map(|k| obj.get(*k).filter(|v| v.is_object() || v.is_string()).map(|v| (k.to_string(), v.clone())))
-        .collect();
+    let objects: Vec<(&str, &RawValue)> =
+        ["context", "integrations"].into_iter().filter_map(|k| body.raw(k).filter(|r| r.get().starts_with('{')).map(|r| (k, r))).collect();
+    let sent_at = body.fields.get("sentAt").filter(|v| v.is_string());
     Ok(items
         .into_iter()
-        .map(|mut item| {
-            if let Value::Object(m) = &mut item {
-                for (k, v) in &shared {
-                    m.entry(k.clone()).or_insert_with(|| v.clone());
+        .map(|raw| {
+            let item = if raw.get().starts_with('{') {
+                Shallow::parse(raw.get().as_bytes()).map_err(|e| {
+                    let sent = Shallow::parse_but(raw.get().as_bytes(), None).map_or_else(|_| Value::String(raw.get().to_string()), Shallow::into_value_unchecked);
+                    (format!("the message is not valid JSON: {e}"), sent)
+                })
+            } else {
+                Err(("each message must be a JSON object".to_string(), serde_json::from_str(raw.get()).unwrap_or(Value::Null)))
+            };
+            let item = item.map(|mut m| {
+                for (k, r) in &objects {
+                    m.default_raw(k, r);
                 }
-            }
-            let ty = item.get("type").and_then(Value::as_str).and_then(EventType::parse);
+                if let Some(s) = sent_at {
+                    m.fields.entry("sentAt").or_insert_with(|| s.clone());
+                }
+                m
+            });
+            let ty = item.as_ref().ok().and_then(|m| m.fields.get("type")).and_then(Value::as_str).and_then(EventType::parse);
             (item, ty)
         })
         .collect())
 }
+
+/// A message of a request, or why it is not an object (with what was sent).
+type Item = Result<Shallow, (String, Value)>;
 
 /// A message refused by validation or by the database: for the answer, the metrics and the feed.
 struct Refusal {
@@ -280,14 +296,14 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
     let started = Instant::now();
     let ingest = &state.ingest;
     let decoded = match read(call.body, &ingest.limits).await {
-        Ok(raw) => decode(&call.headers, &raw, &ingest.limits),
+        Ok(raw) => decode(&call.headers, &raw, &ingest.limits, route.is_none()),
         Err(e) => Err(e),
     };
     let (body, body_size) = match decoded {
         Ok(v) => v,
         Err(BodyError(code, message)) => return fail(StatusCode::BAD_REQUEST, code, message),
     };
-    let Some(key) = write_key(&call.headers, &body, &query_key(&call.uri)) else {
+    let Some(key) = write_key(&call.headers, body.fields.get("writeKey"), &query_key(&call.uri)) else {
         return fail(StatusCode::UNAUTHORIZED, "missing_write_key", "send the write key as the Basic auth user name or as `writeKey` in the body");
     };
     let owner = match ingest.keys.owner(&state.store, &key).await {
@@ -324,16 +340,18 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
     for (index, (item, ty)) in items.into_iter().enumerate() {
         match accept(item, ty, ingest.limits.max_message_bytes, single_size, received_at, ip) {
             Ok((event_kind, msg)) => {
+                let payload = msg.to_json();
+                let watched = live.then(|| Arc::new(serde_json::from_str(&payload).unwrap_or(Value::Null)));
                 events.push(NewEvent {
                     source_id: owner.source_id.clone(),
-                    message_id: id_text(&msg, "messageId").unwrap_or_default(),
+                    message_id: id_text(&msg.fields, "messageId").unwrap_or_default(),
                     kind: event_kind.as_str(),
-                    user_id: id_text(&msg, "userId"),
-                    anonymous_id: id_text(&msg, "anonymousId"),
+                    user_id: id_text(&msg.fields, "userId"),
+                    anonymous_id: id_text(&msg.fields, "anonymousId"),
                     received_at,
-                    payload: serde_json::to_string(&msg).expect("JSON values serialize"),
+                    payload,
                 });
-                accepted.push((index, event_kind, live.then(|| Arc::new(Value::Object(msg)))));
+                accepted.push((index, event_kind, watched));
             }
             Err((reason, item)) => {
                 let message_id = item.get("messageId").and_then(Value::as_str).map(str::to_string);
@@ -407,34 +425,25 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
 }
 
 /// Validates and enriches one message, or says why it is refused (with the message as sent).
-fn accept(
-    item: Value,
-    ty: Option<EventType>,
-    max_bytes: usize,
-    known_size: Option<usize>,
-    received_at: i64,
-    ip: IpAddr,
-) -> Result<(EventType, Map<String, Value>), (String, Value)> {
-    let Value::Object(mut msg) = item else {
-        return Err(("each message must be a JSON object".into(), item));
-    };
+fn accept(item: Item, ty: Option<EventType>, max_bytes: usize, known_size: Option<usize>, received_at: i64, ip: IpAddr) -> Result<(EventType, Shallow), (String, Value)> {
+    let mut msg = item?;
     // A single call's message is the body; a batch's are measured one by one.
-    let size = known_size.unwrap_or_else(|| serde_json::to_vec(&msg).map(|v| v.len()).unwrap_or(0));
+    let size = known_size.unwrap_or_else(|| msg.size());
     if size > max_bytes {
-        let summary = json!({"messageId": msg.get("messageId"), "type": msg.get("type"), "bytes": size, "truncated": true});
+        let summary = json!({"messageId": msg.fields.get("messageId"), "type": msg.fields.get("type"), "bytes": size, "truncated": true});
         return Err((format!("the message is {size} bytes, over the limit of {max_bytes} bytes per message"), summary));
     }
     let Some(ty) = ty else {
-        let reason = match msg.get("type") {
+        let reason = match msg.fields.get("type") {
             None | Some(Value::Null) => "type is required in a batch".to_string(),
-            Some(t) => format!("type {t} is not one of identify, track, page, screen, group, alias"),
+            Some(t) => format!("type {} is not one of identify, track, page, screen, group, alias", msg.raw("type").map_or_else(|| t.to_string(), |r| r.get().to_string())),
         };
-        return Err((reason, Value::Object(msg)));
+        return Err((reason, msg.into_value()));
     };
-    drop_nulls(&mut msg);
-    if let Err(reason) = validate(&msg, ty, is_timestamp) {
-        return Err((reason, Value::Object(msg)));
+    drop_nulls(&mut msg.fields);
+    if let Err(reason) = validate(&msg.fields, ty, is_timestamp) {
+        return Err((reason, msg.into_value()));
     }
-    enrich(&mut msg, ty.as_str(), received_at, Some(ip));
+    enrich(&mut msg.fields, ty.as_str(), received_at, Some(ip));
     Ok((ty, msg))
 }

@@ -239,3 +239,37 @@ async fn fsync_durability_reaches_the_event_writer() {
         assert!(server.log_text().contains(&line), "{setting:?}: {}", server.log_text());
     }
 }
+
+/// Nested fields are stored as they were sent (nulls and all), the batch's context merged and
+/// `context.ip` added; a message whose text cannot become a string (a lone UTF-16 surrogate) is
+/// rejected alone.
+#[tokio::test]
+async fn nested_fields_are_kept_and_a_lone_surrogate_rejects_only_its_message() {
+    let env = crate::env_or_skip!(Db::Sqlite);
+    let (server, token, source) = with_source(&env, &[]).await;
+    let body = r#"{"batch":[
+        {"type":"track","userId":"u","event":"e","messageId":"s-1","properties":{"emoji":"\ud83d\ude00","nested":{"a":[1,{"b":null}]}}},
+        {"type":"track","userId":"u","event":"e","messageId":"s-2","properties":{"bad":"\ud800"}},
+        {"type":"identify","userId":"u","messageId":"s-3","context":{"ip":"1.2.3.4","locale":"de"},"traits":null}
+    ],"context":{"library":{"name":"t"}}}"#;
+    let res = server.client().post(server.at("/v1/batch")).header("Authorization", basic(KEY)).body(body).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let answer: Value = res.json().await.unwrap();
+    assert_eq!(answer["rejected"].as_array().map(Vec::len), Some(1), "{answer}");
+    assert_eq!(answer["rejected"][0]["messageId"], "s-2", "{answer}");
+    assert!(answer["rejected"][0]["reason"].as_str().unwrap().starts_with("the message is not valid JSON: "), "{answer}");
+    let stored = events(&server, &token, &source).await;
+    let first = &stored.iter().find(|e| e["messageId"] == "s-1").expect("s-1 stored")["payload"];
+    assert_eq!(first["properties"], json!({"emoji": "\u{1F600}", "nested": {"a": [1, {"b": null}]}}), "{first}");
+    assert_eq!(first["context"]["library"]["name"], "t", "{first}");
+    assert_eq!(first["context"]["ip"], "127.0.0.1", "{first}");
+    let third = &stored.iter().find(|e| e["messageId"] == "s-3").expect("s-3 stored")["payload"];
+    assert_eq!(third["context"], json!({"ip": "1.2.3.4", "locale": "de"}), "its own context wins, and its ip: {third}");
+    assert!(third.get("traits").is_none(), "a null field counts as absent: {third}");
+    // A single call with a lone surrogate is refused with the position, as malformed JSON is.
+    let res = server.client().post(server.at("/v1/track")).header("Authorization", basic(KEY)).body(r#"{"userId":"u","event":"e","properties":{"x":"\udc00"}}"#).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    let answer: Value = res.json().await.unwrap();
+    assert_eq!(answer["code"], "invalid_json", "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("column"), "{answer}");
+}

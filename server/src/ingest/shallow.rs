@@ -1,0 +1,237 @@
+//! Messages parsed one level deep. Top-level fields that are scalars become values (validation
+//! and enrichment read and write only those); nested objects and arrays (`properties`, `traits`,
+//! `context`...) stay the JSON text they arrived as until something must look inside, which on
+//! the way to the event log is only `context.ip`. Building them as values and writing them out
+//! again was the largest part of a single call's own work (session 16's profile).
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+/// A JSON object, one level deep.
+#[derive(Debug)]
+pub struct Shallow {
+    /// Every top-level field. A nested object or array stands here as an empty placeholder of
+    /// its kind (what validation asks of it is its kind); fields added to a placeholder object
+    /// (`context.ip`) are merged into its text on output.
+    pub fields: Map<String, Value>,
+    /// The text of each nested field, as sent.
+    nested: Vec<(String, Box<RawValue>)>,
+}
+
+impl Shallow {
+    /// Parses a JSON object's text.
+    pub fn parse(text: &[u8]) -> serde_json::Result<Shallow> {
+        Shallow::parse_but(text, Some(""))
+    }
+
+    /// Parses a JSON object's text, leaving the escapes of field `unchecked` (every field when
+    /// None) to be checked by whoever reads it: a batch's messages are checked one by one.
+    pub fn parse_but(text: &[u8], unchecked: Option<&str>) -> serde_json::Result<Shallow> {
+        let top: Vec<(String, Box<RawValue>)> = serde_json::from_slice::<RawObject>(text)?.0;
+        let mut fields = Map::new();
+        let mut nested: Vec<(String, Box<RawValue>)> = Vec::new();
+        for (key, raw) in top {
+            // A key sent twice: the last one wins, as when parsing into a map.
+            if nested.iter().any(|(k, _)| *k == key) {
+                nested.retain(|(k, _)| *k != key);
+            }
+            let placeholder = match raw.get().as_bytes().first() {
+                Some(b'{') => Value::Object(Map::new()),
+                Some(b'[') => Value::Array(Vec::new()),
+                _ => {
+                    fields.insert(key, serde_json::from_str(raw.get())?);
+                    continue;
+                }
+            };
+            if unchecked.is_some_and(|u| u != key) {
+                check_escapes(raw.get())?;
+            }
+            fields.insert(key.clone(), placeholder);
+            nested.push((key, raw));
+        }
+        Ok(Shallow { fields, nested })
+    }
+
+    /// The text of a nested field.
+    pub fn raw(&self, key: &str) -> Option<&RawValue> {
+        if !matches!(self.fields.get(key), Some(Value::Object(_) | Value::Array(_))) {
+            return None;
+        }
+        self.nested.iter().find(|(k, _)| k == key).map(|(_, r)| &**r)
+    }
+
+    /// Removes a field, returning the text of a nested one.
+    pub fn take_raw(&mut self, key: &str) -> Option<Box<RawValue>> {
+        self.fields.remove(key);
+        let at = self.nested.iter().position(|(k, _)| k == key)?;
+        Some(self.nested.swap_remove(at).1)
+    }
+
+    /// Sets a field to a nested value given as text, unless the message has the field.
+    pub fn default_raw(&mut self, key: &str, raw: &RawValue) {
+        if self.fields.contains_key(key) {
+            return;
+        }
+        let placeholder = if raw.get().starts_with('[') { Value::Array(Vec::new()) } else { Value::Object(Map::new()) };
+        self.fields.insert(key.to_string(), placeholder);
+        self.nested.push((key.to_string(), raw.to_owned()));
+    }
+
+    /// The length of the object's text, near enough for a size limit (the nested fields as
+    /// sent, the scalars as they will be written).
+    pub fn size(&self) -> usize {
+        let nested: usize = self.nested.iter().map(|(k, r)| k.len() + r.get().len() + 4).sum();
+        let scalars: usize = self.fields.iter().filter(|(k, _)| self.raw(k).is_none()).map(|(k, v)| k.len() + 4 + scalar_len(v)).sum();
+        nested + scalars + 2
+    }
+
+    /// The object's JSON text.
+    pub fn to_json(&self) -> String {
+        let mut out: Vec<u8> = Vec::with_capacity(self.size() + 64);
+        out.push(b'{');
+        for (i, (key, value)) in self.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write(&mut out, key);
+            out.push(b':');
+            match (self.raw(key), value) {
+                (Some(raw), Value::Object(added)) if !added.is_empty() => out.extend_from_slice(merged(raw, added).as_bytes()),
+                (Some(raw), _) => out.extend_from_slice(raw.get().as_bytes()),
+                (None, v) => write(&mut out, v),
+            }
+        }
+        out.push(b'}');
+        String::from_utf8(out).expect("JSON text is UTF-8")
+    }
+
+    /// The whole object as a value (for the live feed and rejected messages).
+    pub fn into_value(self) -> Value {
+        serde_json::from_str(&self.to_json()).unwrap_or(Value::Null)
+    }
+
+    /// The object as a value whose nested fields are their text, for a message whose text cannot
+    /// be read whole (it is shown as sent).
+    pub fn into_value_unchecked(self) -> Value {
+        let mut fields = self.fields;
+        for (k, raw) in self.nested {
+            if let Some(v @ (Value::Object(_) | Value::Array(_))) = fields.get_mut(&k) {
+                *v = Value::String(raw.get().to_string());
+            }
+        }
+        Value::Object(fields)
+    }
+}
+
+/// A JSON object's fields in order, each value as its text.
+struct RawObject(Vec<(String, Box<RawValue>)>);
+
+impl<'de> serde::Deserialize<'de> for RawObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = RawObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawObject, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(12));
+                while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
+                    fields.push(entry);
+                }
+                Ok(RawObject(fields))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// Text kept as sent is checked like text that is parsed: `\u` escapes of UTF-16 surrogates must
+/// pair up (a lone one cannot become a string, and would fail whoever reads the event later).
+fn check_escapes(text: &str) -> serde_json::Result<()> {
+    let suspicious = text.as_bytes().windows(3).any(|w| w[0] == b'\\' && w[1] == b'u' && matches!(w[2], b'd' | b'D'));
+    if suspicious {
+        serde_json::from_str::<Value>(text)?;
+    }
+    Ok(())
+}
+
+/// A nested object's text with fields added where it has none of that name.
+fn merged(raw: &RawValue, added: &Map<String, Value>) -> String {
+    match Shallow::parse(raw.get().as_bytes()) {
+        Ok(mut inner) => {
+            for (k, v) in added {
+                inner.fields.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            inner.to_json()
+        }
+        Err(_) => raw.get().to_string(),
+    }
+}
+
+fn write<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    serde_json::to_writer(out, value).expect("strings and JSON values serialize");
+}
+
+fn scalar_len(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len() + 2,
+        Value::Null => 4,
+        Value::Bool(_) => 5,
+        Value::Number(_) => 8,
+        _ => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keeps_nested_text_and_writes_scalars() {
+        let text = r#"{"userId":"u1","properties":{"total":42.5, "items":[1,2]},"context":{"library":{"name":"x"}},"n":null,"tags":["a"]}"#;
+        let mut m = Shallow::parse(text.as_bytes()).unwrap();
+        assert_eq!(m.fields["userId"], "u1");
+        assert!(m.fields["properties"].is_object() && m.fields["tags"].is_array());
+        assert_eq!(m.raw("properties").unwrap().get(), r#"{"total":42.5, "items":[1,2]}"#);
+        m.fields.remove("n");
+        m.fields.insert("messageId".into(), json!("m-1"));
+        if let Some(Value::Object(ctx)) = m.fields.get_mut("context") {
+            ctx.insert("ip".into(), json!("10.0.0.1"));
+        }
+        let out: Value = serde_json::from_str(&m.to_json()).unwrap();
+        assert_eq!(
+            out,
+            json!({"userId": "u1", "messageId": "m-1", "properties": {"total": 42.5, "items": [1, 2]},
+                   "context": {"library": {"name": "x"}, "ip": "10.0.0.1"}, "tags": ["a"]})
+        );
+    }
+
+    #[test]
+    fn a_given_context_ip_wins_and_a_new_context_is_written() {
+        let mut m = Shallow::parse(r#"{"context":{"ip":"1.1.1.1"}}"#.as_bytes()).unwrap();
+        if let Some(Value::Object(ctx)) = m.fields.get_mut("context") {
+            ctx.insert("ip".into(), json!("10.0.0.1"));
+        }
+        assert_eq!(m.to_json(), r#"{"context":{"ip":"1.1.1.1"}}"#);
+        let mut m = Shallow::parse(r#"{"a":1}"#.as_bytes()).unwrap();
+        m.fields.insert("context".into(), json!({"ip": "10.0.0.1"}));
+        assert_eq!(m.to_json(), r#"{"a":1,"context":{"ip":"10.0.0.1"}}"#);
+    }
+
+    #[test]
+    fn refuses_what_a_full_parse_refuses() {
+        assert!(Shallow::parse(r#"{"p":{"a":"\ud800"}}"#.as_bytes()).is_err(), "a lone surrogate");
+        assert!(Shallow::parse(r#"{"p":{"a":"\ud83d\ude00"}}"#.as_bytes()).is_ok(), "a pair");
+        assert!(Shallow::parse(r#"{"p":{"a":1,}}"#.as_bytes()).is_err());
+        assert!(Shallow::parse(r#"[1]"#.as_bytes()).is_err());
+        assert!(Shallow::parse("{\"p\":{\"a\":\"x\u{1}\"}}".as_bytes()).is_err(), "a control character");
+    }
+
+    #[test]
+    fn the_last_of_a_repeated_key_wins() {
+        let m = Shallow::parse(r#"{"p":{"a":1},"p":{"b":2},"s":1,"s":2}"#.as_bytes()).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&m.to_json()).unwrap(), json!({"p": {"b": 2}, "s": 2}));
+    }
+}
