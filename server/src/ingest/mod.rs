@@ -3,6 +3,7 @@
 //! shape (`success`, `code`, `message`) that SDKs read.
 
 mod body;
+mod cors;
 mod enrich;
 mod keys;
 pub mod live;

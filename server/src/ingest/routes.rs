@@ -2,6 +2,7 @@
 //! and one for batches.
 
 use super::body::{decode, read, BodyError};
+use super::cors;
 use super::enrich::{enrich, is_timestamp};
 use super::live::LiveMessage;
 use super::shallow::Shallow;
@@ -11,8 +12,8 @@ use crate::store::events::{NewEvent, NewRejection};
 use crate::store::now_ms;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -27,18 +28,23 @@ use std::time::Instant;
 
 /// Bodies are read in the handlers (`body::read`), which answer one over the limit in the
 /// Tracking API's shape.
+/// The event routes label their answers for CORS themselves (a middleware costs every event a
+/// boxed future and a service clone); the others go through `cors::layer`.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/batch", post(batch))
-        .route("/v1/import", post(batch))
-        .route("/v1/b", post(batch))
+    let rare = Router::new()
         .route("/v1/m", post(telemetry))
         .route("/v1/projects/{key}/settings", get(segment_settings))
         .route("/sourceConfig", get(rudder_config))
         .route("/sourceConfig/", get(rudder_config))
-        .route("/beacon/v1/batch", post(batch))
-        .route("/v1/{kind}", post(single))
-        .layer(middleware::from_fn(cors))
+        .layer(middleware::from_fn(cors::layer));
+    let batch = || post(batch).options(cors::preflight);
+    Router::new()
+        .route("/v1/batch", batch())
+        .route("/v1/import", batch())
+        .route("/v1/b", batch())
+        .route("/beacon/v1/batch", batch())
+        .route("/v1/{kind}", post(single).options(cors::preflight))
+        .merge(rare)
 }
 
 /// On a node started with `--mode worker`: every Tracking API route answers 503 (SDKs keep the
@@ -59,45 +65,12 @@ pub fn worker_router() -> Router<AppState> {
         .route("/sourceConfig", any.clone())
         .route("/sourceConfig/", any.clone())
         .route("/beacon/v1/batch", any)
-        .layer(middleware::from_fn(cors))
+        .layer(middleware::from_fn(cors::layer))
 }
 
 /// The Tracking API's error shape.
 fn fail(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (status, Json(json!({"success": false, "code": code, "message": message.into()}))).into_response()
-}
-
-/// Browser SDKs call from any page: answer preflights and label every answer for CORS. A
-/// source's allowed origins are enforced on the request itself (a preflight has no write key).
-async fn cors(req: Request, next: Next) -> Response {
-    let origin = req.headers().get(header::ORIGIN).cloned();
-    let mut res = if req.method() == Method::OPTIONS {
-        let mut res = StatusCode::NO_CONTENT.into_response();
-        let allow_headers = req
-            .headers()
-            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
-            .cloned()
-            .unwrap_or(HeaderValue::from_static("Content-Type, Authorization, Content-Encoding, AnonymousId"));
-        let h = res.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, GET, OPTIONS"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
-        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
-        res
-    } else {
-        next.run(req).await
-    };
-    let h = res.headers_mut();
-    match origin {
-        Some(o) => {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
-            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-        }
-        None => {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-        }
-    }
-    h.append(header::VARY, HeaderValue::from_static("Origin"));
-    res
 }
 
 /// analytics.js reports its own health to `/v1/m`; accepted and dropped.
@@ -173,14 +146,17 @@ impl Call {
 }
 
 async fn single(State(state): State<AppState>, ConnectInfo(addr): ConnectInfo<SocketAddr>, Path(kind): Path<String>, req: Request) -> Response {
+    let origin = req.headers().get(header::ORIGIN).cloned();
     let Some(ty) = EventType::from_route(&kind) else {
-        return fail(StatusCode::NOT_FOUND, "not_found", format!("no route /v1/{kind}; use identify, track, page, screen, group, alias or batch"));
+        let res = fail(StatusCode::NOT_FOUND, "not_found", format!("no route /v1/{kind}; use identify, track, page, screen, group, alias or batch"));
+        return cors::label(origin, res);
     };
-    handle(&state, Call::new(addr, req), Some(ty)).await
+    cors::label(origin, handle(&state, Call::new(addr, req), Some(ty)).await)
 }
 
 async fn batch(State(state): State<AppState>, ConnectInfo(addr): ConnectInfo<SocketAddr>, req: Request) -> Response {
-    handle(&state, Call::new(addr, req), None).await
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    cors::label(origin, handle(&state, Call::new(addr, req), None).await)
 }
 
 /// `?writeKey=` of a request's query, if any.
