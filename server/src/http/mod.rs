@@ -185,7 +185,7 @@ pub fn router(state: AppState, session_key: &[u8]) -> Router {
         .merge(admin)
         .merge(ops::router())
         .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found\n").into_response() })
-        .layer(axum::middleware::from_fn(ops::track))
+        .layer(ops::Track)
         .with_state(state)
 }
 

@@ -3,12 +3,14 @@
 use super::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::sync::{LazyLock, OnceLock, RwLock};
 use std::time::Instant;
 
@@ -80,16 +82,68 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
-/// Counts requests and their durations by method, route and status.
-pub async fn track(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = method_label(req.method());
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let res = next.run(req).await;
-    let (count, duration) = request_metrics(method, route.as_ref().map_or("unmatched", MatchedPath::as_str), res.status().as_u16());
-    count.increment(1);
-    duration.record(start.elapsed().as_secs_f64());
-    res
+/// Counts requests and their durations by method, route and status: a tower layer rather than
+/// `from_fn`, which would box every request's future and clone the route behind it.
+#[derive(Clone, Copy)]
+pub struct Track;
+
+impl<S> tower::Layer<S> for Track {
+    type Service = Tracked<S>;
+    fn layer(&self, inner: S) -> Tracked<S> {
+        Tracked { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct Tracked<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Tracked<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let method = method_label(req.method());
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        TrackedFuture { inner: self.inner.call(req), start: Instant::now(), method, route }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        start: Instant,
+        method: &'static str,
+        route: Option<MatchedPath>,
+    }
+}
+
+impl<F, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        if let Ok(res) = &out {
+            let (count, duration) = request_metrics(this.method, this.route.as_ref().map_or("unmatched", MatchedPath::as_str), res.status().as_u16());
+            count.increment(1);
+            duration.record(this.start.elapsed().as_secs_f64());
+        }
+        Poll::Ready(out)
+    }
 }
 
 /// The method as a label: the standard ones by name, any other as `other` (a client must not be
