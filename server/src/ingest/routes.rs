@@ -28,6 +28,7 @@ use std::time::Instant;
 
 /// Bodies are read in the handlers (`body::read`), which answer one over the limit in the
 /// Tracking API's shape.
+///
 /// The event routes label their answers for CORS themselves (a middleware costs every event a
 /// boxed future and a service clone); the others go through `cors::layer`.
 pub fn router() -> Router<AppState> {
