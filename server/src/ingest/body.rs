@@ -5,7 +5,7 @@ use super::Limits;
 use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
 use futures_util::StreamExt;
-use super::shallow::Shallow;
+use super::shallow::{Check, Shallow};
 use serde::de::IgnoredAny;
 use std::io::Read;
 
@@ -78,6 +78,6 @@ pub fn decode(headers: &HeaderMap, raw: &[u8], limits: &Limits, batch: bool) -> 
         }
     }
     // A full parse names the position of an error found in a nested field.
-    let message = Shallow::parse_but(&bytes, Some(if batch { "batch" } else { "" })).map_err(|e| invalid(serde_json::from_slice::<serde_json::Value>(&bytes).err().unwrap_or(e)))?;
+    let message = Shallow::parse_checking(&bytes, if batch { Check::AllBut("batch") } else { Check::All }).map_err(|e| invalid(serde_json::from_slice::<serde_json::Value>(&bytes).err().unwrap_or(e)))?;
     Ok((message, bytes.len()))
 }

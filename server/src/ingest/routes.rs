@@ -5,7 +5,7 @@ use super::body::{decode, read, BodyError};
 use super::cors;
 use super::enrich::{enrich, is_timestamp};
 use super::live::LiveMessage;
-use super::shallow::Shallow;
+use super::shallow::{Check, Shallow};
 use super::writer::{Outcome, WriteError};
 use crate::http::AppState;
 use crate::store::events::{NewEvent, NewRejection};
@@ -227,7 +227,7 @@ fn messages(mut body: Shallow, route: Option<EventType>, max_batch: usize) -> Re
         .map(|raw| {
             let item = if raw.get().starts_with('{') {
                 Shallow::parse(raw.get().as_bytes()).map_err(|e| {
-                    let sent = Shallow::parse_but(raw.get().as_bytes(), None).map_or_else(|_| Value::String(raw.get().to_string()), Shallow::into_value_unchecked);
+                    let sent = Shallow::parse_checking(raw.get().as_bytes(), Check::None).map_or_else(|_| Value::String(raw.get().to_string()), Shallow::into_value_unchecked);
                     (format!("the message is not valid JSON: {e}"), sent)
                 })
             } else {

@@ -21,12 +21,12 @@ pub struct Shallow {
 impl Shallow {
     /// Parses a JSON object's text.
     pub fn parse(text: &[u8]) -> serde_json::Result<Shallow> {
-        Shallow::parse_but(text, Some(""))
+        Shallow::parse_checking(text, Check::All)
     }
 
-    /// Parses a JSON object's text, leaving the escapes of field `unchecked` (every field when
-    /// None) to be checked by whoever reads it: a batch's messages are checked one by one.
-    pub fn parse_but(text: &[u8], unchecked: Option<&str>) -> serde_json::Result<Shallow> {
+    /// Parses a JSON object's text, checking the escapes of the nested fields `check` names; the
+    /// others are left to whoever reads them (a batch's messages are checked one by one).
+    pub fn parse_checking(text: &[u8], check: Check) -> serde_json::Result<Shallow> {
         let top: Vec<(String, Box<RawValue>)> = serde_json::from_slice::<RawObject>(text)?.0;
         let mut fields = Map::new();
         let mut nested: Vec<(String, Box<RawValue>)> = Vec::new();
@@ -43,7 +43,7 @@ impl Shallow {
                     continue;
                 }
             };
-            if unchecked.is_some_and(|u| u != key) {
+            if check.covers(&key) {
                 check_escapes(raw.get())?;
             }
             fields.insert(key.clone(), placeholder);
@@ -120,6 +120,24 @@ impl Shallow {
             }
         }
         Value::Object(fields)
+    }
+}
+
+/// Which nested fields `Shallow::parse_checking` checks for escapes that cannot become text.
+#[derive(Clone, Copy)]
+pub enum Check<'a> {
+    All,
+    AllBut(&'a str),
+    None,
+}
+
+impl Check<'_> {
+    fn covers(self, key: &str) -> bool {
+        match self {
+            Check::All => true,
+            Check::AllBut(skipped) => skipped != key,
+            Check::None => false,
+        }
     }
 }
 
