@@ -87,7 +87,9 @@ impl Shallow {
 
     /// The object's JSON text.
     pub fn to_json(&self) -> String {
-        let mut out: Vec<u8> = Vec::with_capacity(self.size() + 64);
+        // Room for the nested text and a generous share per scalar (`size` would look each up).
+        let nested: usize = self.nested.iter().map(|(k, r)| k.len() + r.get().len() + 4).sum();
+        let mut out: Vec<u8> = Vec::with_capacity(nested + 48 * self.fields.len() + 2);
         out.push(b'{');
         for (i, (key, value)) in self.fields.iter().enumerate() {
             if i > 0 {
