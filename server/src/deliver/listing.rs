@@ -92,7 +92,7 @@ pub async fn deliveries(store: &Store, destination_id: &str, state: Option<&str>
 /// Attempts of a destination (or of one event), newest first.
 pub async fn attempts(store: &Store, destination_id: &str, message_id: Option<&str>, limit: i64) -> anyhow::Result<Vec<AttemptOut>> {
     // On a SQLite file a delivered batch member's attempt is its batch's row, which its delivery
-    // points to; the member's delivery is found through its event (index events_message).
+    // points to; the member's delivery is found through its event (index events_message_id).
     let bulk = match store.backend() {
         Backend::Sqlite => {
             " OR id IN (SELECT d.attempt_id FROM deliveries d WHERE d.destination_id = $1 AND d.attempt_id IS NOT NULL AND d.event_seq IN \

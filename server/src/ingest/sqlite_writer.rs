@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Mutex};
 
-/// Deduplication looks the message up in the log (index `events_message`, migration 7): this
-/// writer is the only one, so nothing can come between the lookup and the insert.
+/// Deduplication looks the message up in the log (index `events_message_id`, migration 14: by
+/// the id alone, the source and window checked on the rows found): this writer is the only one,
+/// so nothing can come between the lookup and the insert.
 const SEEN: &str = "SELECT 1 FROM events WHERE source_id = ?1 AND message_id = ?2 AND received_at >= ?3";
 const EVENT: &str = "INSERT INTO events (source_id, message_id, type, user_id, anonymous_id, received_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 const REJECTION: &str = "INSERT INTO rejections (source_id, message_id, type, reason, received_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
