@@ -189,14 +189,18 @@ fn fresh_pg(db: &str) -> Result<String> {
 
 /// Both databases: SQLite always, PostgreSQL when a database can be created on 127.0.0.1.
 fn backends(report: &mut Vec<String>, pg_db: &str) -> Vec<(&'static str, Option<String>)> {
-    let mut list = vec![("sqlite", None)];
-    match fresh_pg(pg_db) {
-        Ok(url) => list.push(("postgres", Some(url))),
-        Err(_) => report.push("postgres: skipped (cannot create a database with psql on 127.0.0.1)".into()),
-    }
     // BENCH_BACKEND=sqlite (or postgres) runs only that one.
-    if let Ok(only) = std::env::var("BENCH_BACKEND") {
-        list.retain(|(name, _)| *name == only);
+    let only = std::env::var("BENCH_BACKEND").ok();
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let mut list = Vec::new();
+    if wanted("sqlite") {
+        list.push(("sqlite", None));
+    }
+    if wanted("postgres") {
+        match fresh_pg(pg_db) {
+            Ok(url) => list.push(("postgres", Some(url))),
+            Err(_) => report.push("postgres: skipped (cannot create a database with psql on 127.0.0.1)".into()),
+        }
     }
     list
 }
