@@ -64,6 +64,7 @@ struct FileConfig {
     max_request_bytes: Option<u64>,
     max_batch_messages: Option<u64>,
     ingest_queue: Option<u64>,
+    commit_interval_us: Option<u64>,
     dedupe_window_secs: Option<u64>,
     event_retention_days: Option<u64>,
     durability: Option<String>,
@@ -131,6 +132,8 @@ pub struct Config {
     pub max_batch_messages: usize,
     /// Requests that may wait for the event writer; more get 503 with `Retry-After`.
     pub ingest_queue: usize,
+    /// SQLite: while events keep arriving, group commits start at most this far apart.
+    pub commit_interval_us: u64,
     pub dedupe_window_secs: u64,
     pub event_retention_days: u64,
     pub durability: Durability,
@@ -167,6 +170,9 @@ impl Config {
 
 /// The most requests `ingest_queue` lets wait: beyond it, waiting requests only hold memory.
 const MAX_INGEST_QUEUE: u64 = 1 << 20;
+
+/// A longer wait between commits would only add to every acknowledgement's latency.
+const MAX_COMMIT_INTERVAL_US: u64 = 50_000;
 
 /// A number from `SWITCHYARD_<KEY>`, else the file, else the default; at least `min`.
 fn number(key: &str, file: Option<u64>, default: u64, min: u64) -> Result<u64, ConfigError> {
@@ -320,6 +326,10 @@ impl Config {
                 n if n > MAX_INGEST_QUEUE => return Err(bad("ingest_queue", format!("must be at most {MAX_INGEST_QUEUE}, got {n}"))),
                 n => n as usize,
             },
+            commit_interval_us: match number("commit_interval_us", file.commit_interval_us, crate::ingest::writer::DEFAULT_COMMIT_INTERVAL.as_micros() as u64, 0)? {
+                n if n > MAX_COMMIT_INTERVAL_US => return Err(bad("commit_interval_us", format!("must be at most {MAX_COMMIT_INTERVAL_US} (50 ms), got {n}"))),
+                n => n,
+            },
             dedupe_window_secs: number("dedupe_window_secs", file.dedupe_window_secs, 24 * 3600, 0)?,
             event_retention_days: number("event_retention_days", file.event_retention_days, 30, 1)?,
             durability,
@@ -408,5 +418,18 @@ mod tests {
         assert_eq!(Config::load(&common, &ServeArgs::default()).unwrap_err().key, "database_url");
         let common = CommonArgs { log_format: Some("xml".into()), ..Default::default() };
         assert_eq!(Config::load(&common, &ServeArgs::default()).unwrap_err().key, "log_format");
+    }
+
+    #[test]
+    fn the_commit_interval_is_bounded() {
+        let load = |text: &str| {
+            let f = file(text);
+            Config::load(&CommonArgs { config: Some(f.path().into()), ..Default::default() }, &ServeArgs::default())
+        };
+        assert_eq!(load("").unwrap().commit_interval_us, 1000);
+        assert_eq!(load("commit_interval_us = 0\n").unwrap().commit_interval_us, 0);
+        let err = load("commit_interval_us = 50001\n").unwrap_err();
+        assert_eq!(err.key, "commit_interval_us");
+        assert!(err.to_string().contains("at most 50000"), "{err}");
     }
 }

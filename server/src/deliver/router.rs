@@ -13,6 +13,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The enabled destinations and their sources.
+pub(super) const DESTINATIONS: &str = "SELECT d.id, d.name, d.integration, d.filters, d.delivery, ds.source_id FROM destinations d \
+    JOIN destination_sources ds ON ds.destination_id = d.id WHERE d.enabled = 1";
+
+/// An enabled destination of a source, as stored (`DESTINATIONS`).
+pub(super) struct DestRow {
+    pub id: String,
+    pub name: String,
+    pub integration: String,
+    pub filters: String,
+    pub delivery: String,
+    pub source_id: String,
+}
+
 /// Events looked at per step (seq and source only).
 const SCAN: i64 = 5000;
 /// Events with destinations routed per step (their payloads are read and deliveries written).
@@ -62,18 +76,28 @@ impl Router {
     }
 
     async fn destinations(&self, conn: &mut sqlx::AnyConnection) -> anyhow::Result<HashMap<String, Vec<Dest>>> {
-        let rows = sqlx::query(
-            "SELECT d.id, d.name, d.integration, d.filters, d.delivery, ds.source_id FROM destinations d \
-             JOIN destination_sources ds ON ds.destination_id = d.id WHERE d.enabled = 1",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = sqlx::query(DESTINATIONS).fetch_all(&mut *conn).await?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                Ok(DestRow {
+                    id: get(r, "id")?,
+                    name: get(r, "name")?,
+                    integration: get(r, "integration")?,
+                    filters: get(r, "filters")?,
+                    delivery: get(r, "delivery")?,
+                    source_id: get(r, "source_id")?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(self.by_source(rows))
+    }
+
+    /// The enabled destinations by source, ready to route to.
+    fn by_source(&self, rows: Vec<DestRow>) -> HashMap<String, Vec<Dest>> {
         let mut by_source: HashMap<String, Vec<Dest>> = HashMap::new();
-        for r in &rows {
-            let integration: String = get(r, "integration")?;
+        for DestRow { id, name, integration, filters, delivery, source_id } in rows {
             let Some(loaded) = self.integrations.catalog.get(&integration) else { continue };
-            let filters: String = get(r, "filters")?;
-            let delivery: String = get(r, "delivery")?;
             let patch: super::schedule::PolicyPatch = serde_json::from_str(&delivery).unwrap_or_default();
             let ordered = patch.ordered.unwrap_or(loaded.manifest.capabilities.ordering);
             let only_changed_traits = serde_json::from_str::<model::integration::filters::Filters>(&filters).is_ok_and(|f| f.only_changed_traits);
@@ -86,9 +110,9 @@ impl Router {
                 _ if size > 1 => size,
                 _ => ROW_OF_SINGLES,
             };
-            by_source.entry(get(r, "source_id")?).or_default().push(Dest {
-                id: get(r, "id")?,
-                name: get(r, "name")?,
+            by_source.entry(source_id).or_default().push(Dest {
+                id,
+                name,
                 loaded: loaded.clone(),
                 only_changed_traits,
                 filters: serde_json::from_str(&filters).unwrap_or_default(),
@@ -96,7 +120,7 @@ impl Router {
                 group,
             });
         }
-        Ok(by_source)
+        by_source
     }
 
     /// Routes the next events: up to `ROUTED` events with destinations on SQLite; on PostgreSQL,
@@ -171,13 +195,11 @@ impl Router {
     /// queries, not a row each; and how far it has read such events is saved about once a second
     /// (at once when the set of sources with destinations changes, and with the next deliveries).
     async fn step_direct(&mut self, direct: &crate::store::direct::Direct) -> anyhow::Result<Routed> {
-        let (mut saved, end) = sqlite_queue::position(direct).await?;
+        let unsaved = self.unsaved;
+        let (mut saved, end, rows) = sqlite_queue::position(direct, move |saved, end| end.is_some_and(|e| e > unsaved.filter(|u| *u > saved).unwrap_or(saved))).await?;
         let position = self.unsaved.filter(|u| *u > saved).unwrap_or(saved);
-        let Some(end) = end.filter(|e| *e > position) else { return Ok(Routed::default()) };
-        let dests = {
-            let mut conn = self.store.pool().acquire().await?;
-            self.destinations(&mut conn).await?
-        };
+        let (Some(end), Some(rows)) = (end.filter(|e| *e > position), rows) else { return Ok(Routed::default()) };
+        let dests = self.by_source(rows);
         let mut sources: Vec<String> = dests.keys().cloned().collect();
         sources.sort();
         if sources != self.receiving {

@@ -4,6 +4,7 @@
 
 use super::batch_rows::Shape;
 use super::queue::{Job, Written};
+use super::router::{DestRow, DESTINATIONS};
 use crate::store::direct::{write, Direct};
 use crate::store::{new_id, now_ms};
 use rusqlite::{params, OptionalExtension};
@@ -149,13 +150,24 @@ pub async fn write_results(direct: &Direct, destination_id: String, results: Vec
         .await
 }
 
-/// The router's position and the log's last seq.
-pub async fn position(direct: &Direct) -> anyhow::Result<(i64, Option<i64>)> {
+/// The router's position, the log's last seq and, when `behind(position, last)` says there is
+/// something to route, the enabled destinations (one hop to the queue's thread: through the sqlx
+/// pool, that query was the router's largest cost per step while nothing was routed).
+pub async fn position(direct: &Direct, behind: impl FnOnce(i64, Option<i64>) -> bool + Send + 'static) -> anyhow::Result<(i64, Option<i64>, Option<Vec<DestRow>>)> {
     direct
         .run(|conn| {
             let position = conn.prepare_cached("SELECT position FROM router_state WHERE name = 'events'")?.query_row([], |r| r.get(0))?;
             let end = conn.prepare_cached("SELECT MAX(seq) FROM events")?.query_row([], |r| r.get(0))?;
-            Ok((position, end))
+            if !behind(position, end) {
+                return Ok((position, end, None));
+            }
+            let rows = conn
+                .prepare_cached(DESTINATIONS)?
+                .query_map([], |r| {
+                    Ok(DestRow { id: r.get(0)?, name: r.get(1)?, integration: r.get(2)?, filters: r.get(3)?, delivery: r.get(4)?, source_id: r.get(5)? })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((position, end, Some(rows)))
         })
         .await
 }

@@ -203,7 +203,11 @@ pub async fn serve(
     let dedupe = Duration::from_secs(config.dedupe_window_secs);
     let (writer, writer_done) = crate::ingest::writer::EventWriter::start(
         store.clone(),
-        crate::ingest::writer::WriterOptions { queue: config.ingest_queue, ..crate::ingest::writer::WriterOptions::for_backend(store.backend(), dedupe) },
+        crate::ingest::writer::WriterOptions {
+            queue: config.ingest_queue,
+            commit_interval: Duration::from_micros(config.commit_interval_us),
+            ..crate::ingest::writer::WriterOptions::for_backend(store.backend(), dedupe)
+        },
     );
     let ingest = Arc::new(crate::ingest::Ingest::new(
         writer,

@@ -99,6 +99,13 @@ const REWIND_BYTES: i64 = 32 << 20;
 /// SQLite's default page size, to turn WAL frames into bytes.
 const PAGE_BYTES: i64 = 4096;
 
+/// How the writer forms its groups (see `WriterOptions`).
+pub(super) struct Grouping {
+    pub max_group: usize,
+    pub dedupe_ms: i64,
+    pub interval: Duration,
+}
+
 /// The two statements of an insert, prepared once per group.
 struct Inserts<'c> {
     seen: rusqlite::CachedStatement<'c>,
@@ -197,10 +204,11 @@ fn keep(conn: &mut Connection, r: &NewRejection) {
     }
 }
 
-/// The writer loop, on a blocking thread: wait for a job, take every job queued behind it (up
-/// to `max_group` messages), commit them in one transaction, answer each.
-/// `stored` is signalled after each commit (the router waits on it).
-pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, (max_group, dedupe_ms): (usize, i64), depth: Arc<AtomicI64>, stored: Arc<tokio::sync::Notify>) {
+/// The writer loop, on a blocking thread: wait for a job (and for `interval` since the last
+/// commit started), take every job queued behind it (up to `max_group` messages), commit them in
+/// one transaction, answer each. `stored` is signalled after each commit (the router waits on it).
+pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, group: Grouping, depth: Arc<AtomicI64>, stored: Arc<tokio::sync::Notify>) {
+    let Grouping { max_group, dedupe_ms, interval } = group;
     let mut conn = match connect(path, fsync) {
         Ok(c) => Some(c),
         Err(e) => {
@@ -219,7 +227,15 @@ pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>,
         .ok();
     let mut commits = 0u64;
     let mut rx = rx.blocking_lock();
+    let mut last_start = Instant::now().checked_sub(interval).unwrap_or_else(Instant::now);
     while let Some(first) = rx.blocking_recv() {
+        // While messages keep coming, commits start at most `interval` apart: the messages that
+        // arrive meanwhile join this group (see `WriterOptions::commit_interval`).
+        let due = last_start + interval;
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
         let mut n = first.events.len() + first.rejections.len();
         let mut jobs = vec![first];
         while n < max_group {
@@ -245,6 +261,7 @@ pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>,
         };
         let cutoff = now_ms() - dedupe_ms;
         let started = Instant::now();
+        last_start = started;
         let turn = crate::store::SQLITE_WRITERS.blocking_lock();
         match commit(c, &jobs, cutoff) {
             Ok(outcomes) => {

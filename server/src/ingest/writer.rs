@@ -59,7 +59,16 @@ pub struct WriterOptions {
     pub dedupe_window: Duration,
     /// Parallel writers (SQLite has one writer; PostgreSQL gains from a few).
     pub writers: usize,
+    /// SQLite: while messages keep arriving, commits start at most this far apart, so that each
+    /// group holds what arrived meanwhile. Committing as soon as a message waits made groups of
+    /// one or two messages under load, each paying a commit's fixed cost (its WAL frames for the
+    /// indexes' pages, page 1 and the sequence): the writer then took a quarter of the server's
+    /// CPU and the request handlers waited for a core (README, Benchmark). Zero: no wait.
+    pub commit_interval: Duration,
 }
+
+/// Commits start at most this far apart by default (config `commit_interval_us`).
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(1);
 
 impl WriterOptions {
     pub fn for_backend(backend: Backend, dedupe_window: Duration) -> Self {
@@ -68,6 +77,7 @@ impl WriterOptions {
             max_group: 2000,
             dedupe_window,
             writers: if backend == Backend::Sqlite { 1 } else { 4 },
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
         }
     }
 }
@@ -89,9 +99,9 @@ impl EventWriter {
         if let Some((path, fsync)) = store.sqlite_file() {
             // SQLite has one writer: a thread of its own, talking to SQLite directly.
             let (path, rx, depth) = (path.to_path_buf(), rx.clone(), depth.clone());
-            let dedupe_ms = opts.dedupe_window.as_millis() as i64;
-            let (max_group, stored) = (opts.max_group, store.events_stored().clone());
-            tasks.push(tokio::task::spawn_blocking(move || super::sqlite_writer::run(&path, fsync, rx, (max_group, dedupe_ms), depth, stored)));
+            let group = super::sqlite_writer::Grouping { max_group: opts.max_group, dedupe_ms: opts.dedupe_window.as_millis() as i64, interval: opts.commit_interval };
+            let stored = store.events_stored().clone();
+            tasks.push(tokio::task::spawn_blocking(move || super::sqlite_writer::run(&path, fsync, rx, group, depth, stored)));
         }
         for _ in 0..if tasks.is_empty() { opts.writers.max(1) } else { 0 } {
             let (store, rx, opts, depth) = (store.clone(), rx.clone(), opts.clone(), depth.clone());
@@ -265,6 +275,46 @@ async fn keep(store: &Store, r: &NewRejection) {
 mod tests {
     use super::*;
 
+    fn event(id: &str) -> NewEvent {
+        NewEvent {
+            source_id: "src_1".into(),
+            message_id: id.into(),
+            kind: "track",
+            user_id: Some("u-1".into()),
+            anonymous_id: None,
+            received_at: now_ms(),
+            payload: format!(r#"{{"type":"track","event":"E","userId":"u-1","messageId":"{id}"}}"#),
+        }
+    }
+
+    /// On SQLite, while messages keep coming, commits start at most `commit_interval` apart and
+    /// take everything queued meanwhile; a message after a quiet spell is committed at once.
+    #[tokio::test]
+    async fn sqlite_commits_are_spaced_while_messages_keep_coming() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("w.db").display())).await.unwrap();
+        let interval = Duration::from_millis(400);
+        let opts = WriterOptions { commit_interval: interval, ..WriterOptions::for_backend(Backend::Sqlite, Duration::from_secs(60)) };
+        let (writer, done) = EventWriter::start(store.clone(), opts);
+        let started = std::time::Instant::now();
+        assert_eq!(writer.write(vec![event("m-0")], Vec::new()).await.unwrap(), vec![Outcome::Stored]);
+        assert!(started.elapsed() < interval, "the first message waited: {:?}", started.elapsed());
+        // Right behind it: these wait for the interval, all in the next group.
+        let writes = (1..=10).map(|i| writer.write(vec![event(&format!("m-{i}"))], Vec::new()));
+        for outcome in futures_util::future::join_all(writes).await {
+            assert_eq!(outcome.unwrap(), vec![Outcome::Stored]);
+        }
+        assert!(started.elapsed() >= interval, "the second group did not wait: {:?}", started.elapsed());
+        tokio::time::sleep(interval).await;
+        let quiet = std::time::Instant::now();
+        assert_eq!(writer.write(vec![event("m-11")], Vec::new()).await.unwrap(), vec![Outcome::Stored]);
+        assert!(quiet.elapsed() < interval, "a message after a quiet spell waited: {:?}", quiet.elapsed());
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(store.pool()).await.unwrap();
+        assert_eq!(stored, 12);
+        drop(writer);
+        done.await.unwrap();
+    }
+
     /// Each commit signals `Store::events_stored`, which the router waits on between its polls.
     #[tokio::test]
     async fn a_commit_wakes_the_router() {
@@ -274,16 +324,7 @@ mod tests {
         let woken = store.events_stored().notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let event = NewEvent {
-            source_id: "src_1".into(),
-            message_id: "m-1".into(),
-            kind: "track",
-            user_id: Some("u-1".into()),
-            anonymous_id: None,
-            received_at: now_ms(),
-            payload: r#"{"type":"track","event":"E","userId":"u-1","messageId":"m-1"}"#.into(),
-        };
-        assert_eq!(writer.write(vec![event], Vec::new()).await.unwrap(), vec![Outcome::Stored]);
+        assert_eq!(writer.write(vec![event("m-1")], Vec::new()).await.unwrap(), vec![Outcome::Stored]);
         tokio::time::timeout(Duration::from_secs(10), woken).await.expect("the commit signalled the router");
         drop(writer);
         done.await.unwrap();
