@@ -195,9 +195,11 @@ impl Router {
     /// queries, not a row each; and how far it has read such events is saved about once a second
     /// (at once when the set of sources with destinations changes, and with the next deliveries).
     async fn step_direct(&mut self, direct: &crate::store::direct::Direct) -> anyhow::Result<Routed> {
+        // Where this router has read to: past the saved position when it has not saved lately.
         let unsaved = self.unsaved;
-        let (mut saved, end, rows) = sqlite_queue::position(direct, move |saved, end| end.is_some_and(|e| e > unsaved.filter(|u| *u > saved).unwrap_or(saved))).await?;
-        let position = self.unsaved.filter(|u| *u > saved).unwrap_or(saved);
+        let read_to = move |saved: i64| unsaved.filter(|u| *u > saved).unwrap_or(saved);
+        let (mut saved, end, rows) = sqlite_queue::position(direct, move |saved, end| end.is_some_and(|e| e > read_to(saved))).await?;
+        let position = read_to(saved);
         let (Some(end), Some(rows)) = (end.filter(|e| *e > position), rows) else { return Ok(Routed::default()) };
         let dests = self.by_source(rows);
         let mut sources: Vec<String> = dests.keys().cloned().collect();
