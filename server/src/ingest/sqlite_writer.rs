@@ -11,7 +11,8 @@ use crate::store::now_ms;
 use rusqlite::{params, Connection, TransactionBehavior};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Mutex};
 
@@ -106,28 +107,13 @@ pub(super) struct Grouping {
     pub interval: Duration,
 }
 
-/// The two statements of an insert, prepared once per group.
-struct Inserts<'c> {
-    seen: rusqlite::CachedStatement<'c>,
-    event: rusqlite::CachedStatement<'c>,
-}
-
-impl<'c> Inserts<'c> {
-    fn new(conn: &'c Connection) -> rusqlite::Result<Self> {
-        Ok(Inserts { seen: conn.prepare_cached(SEEN)?, event: conn.prepare_cached(EVENT)? })
-    }
-
-    fn insert(&mut self, e: &NewEvent, cutoff: i64) -> rusqlite::Result<bool> {
-        let fresh = !self.seen.exists(params![e.source_id, e.message_id, cutoff])?;
-        if fresh {
-            self.event.execute(params![e.source_id, e.message_id, e.kind, e.user_id, e.anonymous_id, e.received_at, e.payload])?;
-        }
-        Ok(fresh)
-    }
-}
-
+/// Stores one event unless the log has it: whether it was stored.
 fn insert(tx: &Connection, e: &NewEvent, cutoff: i64) -> rusqlite::Result<bool> {
-    Inserts::new(tx)?.insert(e, cutoff)
+    let fresh = !tx.prepare_cached(SEEN)?.exists(params![e.source_id, e.message_id, cutoff])?;
+    if fresh {
+        tx.prepare_cached(EVENT)?.execute(params![e.source_id, e.message_id, e.kind, e.user_id, e.anonymous_id, e.received_at, e.payload])?;
+    }
+    Ok(fresh)
 }
 
 fn reject(tx: &Connection, r: &NewRejection) -> rusqlite::Result<()> {
@@ -138,16 +124,25 @@ fn reject(tx: &Connection, r: &NewRejection) -> rusqlite::Result<()> {
 fn commit(conn: &mut Connection, jobs: &[Job], cutoff: i64) -> rusqlite::Result<Vec<Vec<Outcome>>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut all = Vec::with_capacity(jobs.len());
+    let mut fresh: Vec<&NewEvent> = Vec::new();
     {
-        let mut inserts = Inserts::new(&tx)?;
+        let mut seen = tx.prepare_cached(SEEN)?;
+        // A message sent twice within the group: the log cannot tell, since the group's rows are
+        // inserted after every lookup.
+        let mut in_group: HashSet<(&str, &str)> = HashSet::new();
         for job in jobs {
             let mut outcomes = Vec::with_capacity(job.events.len());
             for e in &job.events {
-                outcomes.push(if inserts.insert(e, cutoff)? { Outcome::Stored } else { Outcome::Duplicate });
+                let duplicate = !in_group.insert((&e.source_id, &e.message_id)) || seen.exists(params![e.source_id, e.message_id, cutoff])?;
+                if !duplicate {
+                    fresh.push(e);
+                }
+                outcomes.push(if duplicate { Outcome::Duplicate } else { Outcome::Stored });
             }
             all.push(outcomes);
         }
     }
+    insert_rows(&tx, &fresh)?;
     for job in jobs {
         for r in &job.rejections {
             reject(&tx, r)?;
@@ -155,6 +150,45 @@ fn commit(conn: &mut Connection, jobs: &[Job], cutoff: i64) -> rusqlite::Result<
     }
     tx.commit()?;
     Ok(all)
+}
+
+/// Rows per multi-row insert, largest first: a group's events go in as few statements as these
+/// sizes allow. One statement per event cost each row the statement's start and end (cursors on
+/// the table and both indexes, `sqlite_sequence` read and written).
+const ROWS_PER_INSERT: [usize; 3] = [32, 8, 1];
+
+/// `EVENT` with room for each of `ROWS_PER_INSERT`'s row counts.
+static MULTI_ROW: LazyLock<Vec<String>> = LazyLock::new(|| {
+    ROWS_PER_INSERT
+        .iter()
+        .map(|&n| {
+            let row = "(?, ?, ?, ?, ?, ?, ?)";
+            let (head, _) = EVENT.split_at(EVENT.find("VALUES").expect("EVENT has VALUES") + "VALUES ".len());
+            format!("{head}{}", vec![row; n].join(", "))
+        })
+        .collect()
+});
+
+fn insert_rows(tx: &Connection, rows: &[&NewEvent]) -> rusqlite::Result<()> {
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let size = ROWS_PER_INSERT.iter().position(|&n| n <= rest.len()).expect("the last size is 1");
+        let (chunk, tail) = rest.split_at(ROWS_PER_INSERT[size]);
+        let mut insert = tx.prepare_cached(&MULTI_ROW[size])?;
+        for (i, e) in chunk.iter().enumerate() {
+            let at = i * 7;
+            insert.raw_bind_parameter(at + 1, &e.source_id)?;
+            insert.raw_bind_parameter(at + 2, &e.message_id)?;
+            insert.raw_bind_parameter(at + 3, e.kind)?;
+            insert.raw_bind_parameter(at + 4, &e.user_id)?;
+            insert.raw_bind_parameter(at + 5, &e.anonymous_id)?;
+            insert.raw_bind_parameter(at + 6, e.received_at)?;
+            insert.raw_bind_parameter(at + 7, &e.payload)?;
+        }
+        insert.raw_execute()?;
+        rest = tail;
+    }
+    Ok(())
 }
 
 /// After a failed group: each message in its own transaction, so one refusal fails only itself
@@ -302,5 +336,58 @@ pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     // Leave a small WAL behind for the next start.
     if let Some(c) = conn.as_ref() {
         let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn event(id: &str, user: usize) -> NewEvent {
+        NewEvent {
+            source_id: "src_1".into(),
+            message_id: id.into(),
+            kind: "track",
+            user_id: Some(format!("u-{user}")),
+            anonymous_id: (user % 2 == 0).then(|| format!("a-{user}")),
+            received_at: now_ms(),
+            payload: format!(r#"{{"messageId":"{id}"}}"#),
+        }
+    }
+
+    fn job(events: Vec<NewEvent>) -> Job {
+        Job { events, rejections: Vec::new(), reply: tokio::sync::oneshot::channel().0 }
+    }
+
+    /// A group goes in as multi-row inserts of every size (32, 8, 1): the rows keep the group's
+    /// order and their fields, and a message sent twice (within the group, or already in the log)
+    /// is stored once.
+    #[tokio::test]
+    async fn a_group_is_stored_in_order_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        Store::open(&format!("sqlite://{}", path.display())).await.unwrap();
+        let mut conn = connect(&path, false).unwrap();
+        commit(&mut conn, &[job(vec![event("old", 0)])], 0).unwrap();
+        let first: Vec<NewEvent> = (0..45).map(|i| event(&format!("m-{i}"), i)).collect();
+        let mut second: Vec<NewEvent> = (45..52).map(|i| event(&format!("m-{i}"), i)).collect();
+        second.push(event("m-3", 3));
+        second.push(event("old", 0));
+        let outcomes = commit(&mut conn, &[job(first), job(second)], 0).unwrap();
+        assert!(outcomes[0].iter().all(|o| *o == Outcome::Stored), "{outcomes:?}");
+        assert_eq!(outcomes[1][..7].to_vec(), vec![Outcome::Stored; 7]);
+        assert_eq!(outcomes[1][7..].to_vec(), vec![Outcome::Duplicate; 2]);
+        let mut rows = conn.prepare("SELECT message_id, user_id, anonymous_id, type, payload FROM events ORDER BY seq").unwrap();
+        let rows: Vec<(String, Option<String>, Option<String>, String, String)> =
+            rows.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).unwrap().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 53);
+        for (i, (id, user, anon, kind, payload)) in rows.iter().skip(1).enumerate() {
+            assert_eq!(*id, format!("m-{i}"));
+            assert_eq!(*user, Some(format!("u-{i}")));
+            assert_eq!(*anon, (i % 2 == 0).then(|| format!("a-{i}")));
+            assert_eq!(kind, "track");
+            assert_eq!(*payload, format!(r#"{{"messageId":"m-{i}"}}"#));
+        }
     }
 }
