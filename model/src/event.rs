@@ -1,6 +1,7 @@
 //! Tracking-API messages (the Segment spec): the six types and the rules a message must follow.
 
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
@@ -45,47 +46,70 @@ impl EventType {
     }
 }
 
-/// Fields sent as `null` count as absent.
-pub fn drop_nulls(msg: &mut Map<String, Value>) {
-    msg.retain(|_, v| !v.is_null());
+/// What validation asks of a message's field: its kind, and a string's text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field<'a> {
+    Str(Cow<'a, str>),
+    Number,
+    Bool,
+    Object,
+    Array,
+}
+
+/// A message's top-level fields as validation reads them: a field sent as `null` is absent.
+pub trait Fields {
+    fn field(&self, key: &str) -> Option<Field<'_>>;
+}
+
+impl Fields for Map<String, Value> {
+    fn field(&self, key: &str) -> Option<Field<'_>> {
+        Some(match self.get(key)? {
+            Value::Null => return None,
+            Value::String(s) => Field::Str(Cow::Borrowed(s)),
+            Value::Number(_) => Field::Number,
+            Value::Bool(_) => Field::Bool,
+            Value::Object(_) => Field::Object,
+            Value::Array(_) => Field::Array,
+        })
+    }
 }
 
 /// An id may be a non-empty string or a number (some SDKs send numeric user ids).
-fn check_id(msg: &Map<String, Value>, key: &str) -> Result<bool, String> {
-    match msg.get(key) {
+fn check_id(msg: &impl Fields, key: &str) -> Result<bool, String> {
+    match msg.field(key) {
         None => Ok(false),
-        Some(Value::String(s)) if s.trim().is_empty() => Err(format!("{key} must not be empty")),
-        Some(Value::String(s)) if s.contains('\0') => Err(format!("{key} must not contain NUL characters")),
-        Some(Value::String(s)) if s.len() > 512 => Err(format!("{key} must be at most 512 bytes")),
-        Some(Value::String(_)) | Some(Value::Number(_)) => Ok(true),
+        Some(Field::Str(s)) if s.trim().is_empty() => Err(format!("{key} must not be empty")),
+        Some(Field::Str(s)) if s.contains('\0') => Err(format!("{key} must not contain NUL characters")),
+        Some(Field::Str(s)) if s.len() > 512 => Err(format!("{key} must be at most 512 bytes")),
+        Some(Field::Str(_)) | Some(Field::Number) => Ok(true),
         Some(_) => Err(format!("{key} must be a string")),
     }
 }
 
-fn check_object(msg: &Map<String, Value>, key: &str) -> Result<(), String> {
-    match msg.get(key) {
-        None | Some(Value::Object(_)) => Ok(()),
+fn check_object(msg: &impl Fields, key: &str) -> Result<(), String> {
+    match msg.field(key) {
+        None | Some(Field::Object) => Ok(()),
         Some(_) => Err(format!("{key} must be an object")),
     }
 }
 
-/// Checks a message (nulls already dropped) against the spec for its type. `is_timestamp` decides
-/// whether a string is an ISO 8601 date-time (the caller's parser).
-pub fn validate(msg: &Map<String, Value>, ty: EventType, is_timestamp: impl Fn(&str) -> bool) -> Result<(), String> {
+/// Checks a message against the spec for its type. `is_timestamp` decides whether a string is
+/// an ISO 8601 date-time (the caller's parser).
+pub fn validate(msg: &impl Fields, ty: EventType, is_timestamp: impl Fn(&str) -> bool) -> Result<(), String> {
     let has_user = check_id(msg, "userId")?;
     let has_anon = check_id(msg, "anonymousId")?;
     if !has_user && !has_anon {
         return Err("userId or anonymousId is required".into());
     }
-    match msg.get("messageId") {
+    match msg.field("messageId") {
         None => {}
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 && !s.contains('\0') => {}
+        Some(Field::Str(s)) if !s.is_empty() && s.len() <= 256 && !s.contains('\0') => {}
         Some(_) => return Err("messageId must be a non-empty string of at most 256 bytes".into()),
     }
     match ty {
-        EventType::Track => match msg.get("event") {
-            Some(Value::String(s)) if !s.trim().is_empty() && !s.contains('\0') => {}
-            Some(Value::String(_)) => return Err("event must not be empty".into()),
+        EventType::Track => match msg.field("event") {
+            Some(Field::Str(s)) if !s.trim().is_empty() && !s.contains('\0') => {}
+            Some(Field::Str(_)) => return Err("event must not be empty".into()),
             Some(_) => return Err("event must be a string".into()),
             None => return Err("event is required for track".into()),
         },
@@ -100,10 +124,8 @@ pub fn validate(msg: &Map<String, Value>, ty: EventType, is_timestamp: impl Fn(&
             }
         }
         EventType::Page | EventType::Screen => {
-            if let Some(name) = msg.get("name") {
-                if !name.is_string() {
-                    return Err("name must be a string".into());
-                }
+            if !matches!(msg.field("name"), None | Some(Field::Str(_))) {
+                return Err("name must be a string".into());
             }
         }
         EventType::Identify => {}
@@ -112,22 +134,13 @@ pub fn validate(msg: &Map<String, Value>, ty: EventType, is_timestamp: impl Fn(&
         check_object(msg, key)?;
     }
     for key in ["timestamp", "sentAt", "originalTimestamp"] {
-        match msg.get(key) {
+        match msg.field(key) {
             None => {}
-            Some(Value::String(s)) if is_timestamp(s) => {}
+            Some(Field::Str(s)) if is_timestamp(&s) => {}
             Some(_) => return Err(format!("{key} must be an ISO 8601 date-time, like 2026-01-31T12:00:00.000Z")),
         }
     }
     Ok(())
-}
-
-/// The string form of an id field (numbers become their decimal text).
-pub fn id_text(msg: &Map<String, Value>, key: &str) -> Option<String> {
-    match msg.get(key)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -136,9 +149,7 @@ mod tests {
     use serde_json::json;
 
     fn check(v: Value, ty: EventType) -> Result<(), String> {
-        let mut m = v.as_object().unwrap().clone();
-        drop_nulls(&mut m);
-        validate(&m, ty, |s| s.contains('T'))
+        validate(v.as_object().unwrap(), ty, |s| s.contains('T'))
     }
 
     #[test]

@@ -47,37 +47,42 @@ pub async fn read(body: Body, limits: &Limits) -> Result<Bytes, BodyError> {
     })
 }
 
-/// The JSON object of the body, one level deep, and its size in bytes after decompression. A
-/// batch's messages (`batch: true`) are checked one by one later, so that a bad one fails alone.
-pub fn decode(headers: &HeaderMap, raw: &[u8], limits: &Limits, batch: bool) -> Result<(Shallow, usize), BodyError> {
+/// The body after decompression (`Content-Encoding: gzip`), at most `max_request_bytes`.
+pub fn decode(headers: &HeaderMap, raw: Bytes, limits: &Limits) -> Result<Bytes, BodyError> {
     let gzip = headers
         .get(axum::http::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
-    let bytes: std::borrow::Cow<[u8]> = if gzip {
+    let bytes = if gzip {
         let mut out = Vec::new();
         let cap = limits.max_request_bytes as u64 + 1;
-        flate2::read::GzDecoder::new(raw)
+        flate2::read::GzDecoder::new(&raw[..])
             .take(cap)
             .read_to_end(&mut out)
             .map_err(|e| BodyError("invalid_body", format!("the body is not valid gzip: {e}")))?;
-        out.into()
+        Bytes::from(out)
     } else {
-        raw.into()
+        raw
     };
     if bytes.len() > limits.max_request_bytes {
         return Err(too_large(limits));
     }
+    Ok(bytes)
+}
+
+/// The JSON object of a body, one level deep. A batch's messages (`batch: true`) are checked one
+/// by one later, so that a bad one fails alone.
+pub fn parse(bytes: &[u8], batch: bool) -> Result<Shallow<'_>, BodyError> {
     let invalid = |e: serde_json::Error| BodyError("invalid_json", format!("the body is not valid JSON: {e}"));
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         None => return Err(BodyError("invalid_body", "the body is empty; send a JSON object".into())),
         Some(b'{') => {}
         Some(_) => {
-            serde_json::from_slice::<IgnoredAny>(&bytes).map_err(invalid)?;
+            serde_json::from_slice::<IgnoredAny>(bytes).map_err(invalid)?;
             return Err(BodyError("invalid_body", "the body must be a JSON object".into()));
         }
     }
     // A full parse names the position of an error found in a nested field.
-    let message = Shallow::parse_checking(&bytes, if batch { Check::AllBut("batch") } else { Check::All }).map_err(|e| invalid(serde_json::from_slice::<serde_json::Value>(&bytes).err().unwrap_or(e)))?;
-    Ok((message, bytes.len()))
+    Shallow::parse_checking(bytes, if batch { Check::AllBut("batch") } else { Check::All })
+        .map_err(|e| invalid(serde_json::from_slice::<serde_json::Value>(bytes).err().unwrap_or(e)))
 }

@@ -1,7 +1,9 @@
 //! Enrichment of an accepted message: messageId, receivedAt, the clock-skew-corrected timestamp
 //! (the client's own time kept as originalTimestamp), context.ip, type.
 
-use serde_json::{Map, Value};
+use super::shallow::Shallow;
+use model::event::Fields;
+use serde_json::Value;
 use std::net::IpAddr;
 use time::format_description::well_known::{Iso8601, Rfc3339};
 use time::OffsetDateTime;
@@ -60,35 +62,28 @@ pub fn new_message_id() -> String {
 }
 
 /// Adds what the server knows to a valid message. `received_at` is in ms.
-pub fn enrich(msg: &mut Map<String, Value>, kind: &str, received_at: i64, ip: Option<IpAddr>) {
+pub fn enrich(msg: &mut Shallow, kind: &'static str, received_at: i64, ip: Option<IpAddr>) {
     msg.remove("writeKey");
-    msg.insert("type".into(), Value::String(kind.into()));
-    if !msg.contains_key("messageId") {
-        msg.insert("messageId".into(), Value::String(new_message_id()));
+    msg.set("type", Value::String(kind.into()));
+    if msg.field("messageId").is_none() {
+        msg.set("messageId", Value::String(new_message_id()));
     }
-    msg.insert("receivedAt".into(), Value::String(format_ms(received_at)));
+    msg.set("receivedAt", Value::String(format_ms(received_at)));
     // The client's own clock: originalTimestamp, else timestamp.
-    let client = msg
-        .get("originalTimestamp")
-        .or_else(|| msg.get("timestamp"))
-        .and_then(Value::as_str)
-        .and_then(parse_time)
-        .map(ms);
-    let sent = msg.get("sentAt").and_then(Value::as_str).and_then(parse_time).map(ms);
+    let time_of = |key: &str| msg.str_field(key).and_then(|s| parse_time(&s)).map(ms);
+    let client = time_of("originalTimestamp").or_else(|| time_of("timestamp"));
+    let sent = time_of("sentAt");
     let timestamp = match (client, sent) {
         (Some(c), Some(s)) => received_at - (s - c),
         (Some(c), None) => c,
         (None, _) => received_at,
     };
     if let Some(c) = client {
-        msg.insert("originalTimestamp".into(), Value::String(format_ms(c)));
+        msg.set("originalTimestamp", Value::String(format_ms(c)));
     }
-    msg.insert("timestamp".into(), Value::String(format_ms(timestamp)));
+    msg.set("timestamp", Value::String(format_ms(timestamp)));
     if let Some(ip) = ip {
-        let context = msg.entry("context").or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(ctx) = context {
-            ctx.entry("ip").or_insert_with(|| Value::String(ip.to_string()));
-        }
+        msg.add_to_object("context", "ip", Value::String(ip.to_string()));
     }
 }
 
@@ -97,10 +92,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn enriched(v: Value, received: &str) -> Map<String, Value> {
-        let mut m = v.as_object().unwrap().clone();
+    fn enriched(v: Value, received: &str) -> Value {
+        let text = v.to_string();
+        let mut m = Shallow::parse(text.as_bytes()).unwrap();
         enrich(&mut m, "track", ms(parse_time(received).unwrap()), Some("10.1.2.3".parse().unwrap()));
-        m
+        serde_json::from_str(&m.to_json()).unwrap()
     }
 
     #[test]

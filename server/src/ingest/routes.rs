@@ -1,7 +1,7 @@
 //! The `/v1` routes: one handler for the six call types (long and analytics.js's short names)
 //! and one for batches.
 
-use super::body::{decode, read, BodyError};
+use super::body::{decode, parse, read, BodyError};
 use super::cors;
 use super::enrich::{enrich, is_timestamp};
 use super::live::LiveMessage;
@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use model::event::{drop_nulls, id_text, validate, EventType};
+use model::event::{validate, EventType};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -169,7 +169,7 @@ fn query_key(uri: &axum::http::Uri) -> HashMap<String, String> {
 }
 
 /// The write key: Basic auth user name, else `writeKey` in the body, else `?writeKey=`.
-fn write_key(headers: &HeaderMap, body: Option<&Value>, query: &HashMap<String, String>) -> Option<String> {
+fn write_key(headers: &HeaderMap, body: Option<&str>, query: &HashMap<String, String>) -> Option<String> {
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -179,7 +179,7 @@ fn write_key(headers: &HeaderMap, body: Option<&Value>, query: &HashMap<String, 
         .map(|user_pass| user_pass.split(':').next().unwrap_or("").to_string())
         .filter(|k| !k.is_empty());
     basic
-        .or_else(|| body.and_then(Value::as_str).filter(|k| !k.is_empty()).map(str::to_string))
+        .or_else(|| body.filter(|k| !k.is_empty()).map(str::to_string))
         .or_else(|| query.get("writeKey").filter(|k| !k.is_empty()).cloned())
 }
 
@@ -202,11 +202,11 @@ fn client_ip(addr: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAdd
 }
 
 /// The messages of a request, each with its type (or why it has none).
-fn messages(mut body: Shallow, route: Option<EventType>, max_batch: usize) -> Result<Vec<(Item, Option<EventType>)>, Response> {
+fn messages<'a>(mut body: Shallow<'a>, route: Option<EventType>, max_batch: usize) -> Result<Vec<(Item<'a>, Option<EventType>)>, Response> {
     if let Some(ty) = route {
         return Ok(vec![(Ok(body), Some(ty))]);
     }
-    let items = body.take_raw("batch").and_then(|raw| serde_json::from_str::<Vec<Box<RawValue>>>(raw.get()).ok());
+    let items = body.take_raw("batch").and_then(|raw| serde_json::from_str::<Vec<&'a RawValue>>(raw.get()).ok());
     let Some(items) = items else {
         return Err(fail(StatusCode::BAD_REQUEST, "invalid_body", "a batch needs a `batch` array of messages"));
     };
@@ -221,7 +221,7 @@ fn messages(mut body: Shallow, route: Option<EventType>, max_batch: usize) -> Re
     // own (server SDKs send sentAt once per batch; it drives the clock-skew correction).
     let objects: Vec<(&str, &RawValue)> =
         ["context", "integrations"].into_iter().filter_map(|k| body.raw(k).filter(|r| r.get().starts_with('{')).map(|r| (k, r))).collect();
-    let sent_at = body.fields.get("sentAt").filter(|v| v.is_string());
+    let sent_at = body.sent("sentAt").filter(|r| r.get().starts_with('"'));
     Ok(items
         .into_iter()
         .map(|raw| {
@@ -238,18 +238,18 @@ fn messages(mut body: Shallow, route: Option<EventType>, max_batch: usize) -> Re
                     m.default_raw(k, r);
                 }
                 if let Some(s) = sent_at {
-                    m.fields.entry("sentAt").or_insert_with(|| s.clone());
+                    m.default_raw("sentAt", s);
                 }
                 m
             });
-            let ty = item.as_ref().ok().and_then(|m| m.fields.get("type")).and_then(Value::as_str).and_then(EventType::parse);
+            let ty = item.as_ref().ok().and_then(|m| m.str_field("type")).and_then(|t| EventType::parse(&t));
             (item, ty)
         })
         .collect())
 }
 
 /// A message of a request, or why it is not an object (with what was sent).
-type Item = Result<Shallow, (String, Value)>;
+type Item<'a> = Result<Shallow<'a>, (String, Value)>;
 
 /// A message refused by validation or by the database: for the answer, the metrics and the feed.
 struct Refusal {
@@ -272,15 +272,16 @@ fn storable(text: &Option<String>) -> Option<String> {
 async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Response {
     let started = Instant::now();
     let ingest = &state.ingest;
-    let decoded = match read(call.body, &ingest.limits).await {
-        Ok(raw) => decode(&call.headers, &raw, &ingest.limits, route.is_none()),
-        Err(e) => Err(e),
-    };
-    let (body, body_size) = match decoded {
-        Ok(v) => v,
+    let bytes = match read(call.body, &ingest.limits).await.and_then(|raw| decode(&call.headers, raw, &ingest.limits)) {
+        Ok(bytes) => bytes,
         Err(BodyError(code, message)) => return fail(StatusCode::BAD_REQUEST, code, message),
     };
-    let Some(key) = write_key(&call.headers, body.fields.get("writeKey"), &query_key(&call.uri)) else {
+    let body = match parse(&bytes, route.is_none()) {
+        Ok(body) => body,
+        Err(BodyError(code, message)) => return fail(StatusCode::BAD_REQUEST, code, message),
+    };
+    let body_size = bytes.len();
+    let Some(key) = write_key(&call.headers, body.str_field("writeKey").as_deref(), &query_key(&call.uri)) else {
         return fail(StatusCode::UNAUTHORIZED, "missing_write_key", "send the write key as the Basic auth user name or as `writeKey` in the body");
     };
     let owner = match ingest.keys.owner(&state.store, &key).await {
@@ -321,10 +322,10 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
                 let watched = live.then(|| Arc::new(serde_json::from_str(&payload).unwrap_or(Value::Null)));
                 events.push(NewEvent {
                     source_id: owner.source_id.clone(),
-                    message_id: id_text(&msg.fields, "messageId").unwrap_or_default(),
+                    message_id: msg.id_text("messageId").unwrap_or_default(),
                     kind: event_kind.as_str(),
-                    user_id: id_text(&msg.fields, "userId"),
-                    anonymous_id: id_text(&msg.fields, "anonymousId"),
+                    user_id: msg.id_text("userId"),
+                    anonymous_id: msg.id_text("anonymousId"),
                     received_at,
                     payload,
                 });
@@ -402,25 +403,24 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
 }
 
 /// Validates and enriches one message, or says why it is refused (with the message as sent).
-fn accept(item: Item, ty: Option<EventType>, max_bytes: usize, known_size: Option<usize>, received_at: i64, ip: IpAddr) -> Result<(EventType, Shallow), (String, Value)> {
+fn accept<'a>(item: Item<'a>, ty: Option<EventType>, max_bytes: usize, known_size: Option<usize>, received_at: i64, ip: IpAddr) -> Result<(EventType, Shallow<'a>), (String, Value)> {
     let mut msg = item?;
     // A single call's message is the body; a batch's are measured one by one.
     let size = known_size.unwrap_or_else(|| msg.size());
     if size > max_bytes {
-        let summary = json!({"messageId": msg.fields.get("messageId"), "type": msg.fields.get("type"), "bytes": size, "truncated": true});
+        let summary = json!({"messageId": msg.value("messageId"), "type": msg.value("type"), "bytes": size, "truncated": true});
         return Err((format!("the message is {size} bytes, over the limit of {max_bytes} bytes per message"), summary));
     }
     let Some(ty) = ty else {
-        let reason = match msg.fields.get("type") {
-            None | Some(Value::Null) => "type is required in a batch".to_string(),
-            Some(t) => format!("type {} is not one of identify, track, page, screen, group, alias", msg.raw("type").map_or_else(|| t.to_string(), |r| r.get().to_string())),
+        let reason = match msg.text_of("type").filter(|t| t != "null") {
+            None => "type is required in a batch".to_string(),
+            Some(t) => format!("type {t} is not one of identify, track, page, screen, group, alias"),
         };
         return Err((reason, msg.into_value()));
     };
-    drop_nulls(&mut msg.fields);
-    if let Err(reason) = validate(&msg.fields, ty, is_timestamp) {
+    if let Err(reason) = validate(&msg, ty, is_timestamp) {
         return Err((reason, msg.into_value()));
     }
-    enrich(&mut msg.fields, ty.as_str(), received_at, Some(ip));
+    enrich(&mut msg, ty.as_str(), received_at, Some(ip));
     Ok((ty, msg))
 }

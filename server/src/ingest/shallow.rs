@@ -1,107 +1,189 @@
-//! Messages parsed one level deep. Top-level fields that are scalars become values (validation
-//! and enrichment read and write only those); nested objects and arrays (`properties`, `traits`,
-//! `context`...) stay the JSON text they arrived as until something must look inside, which on
-//! the way to the event log is only `context.ip`. Building them as values and writing them out
-//! again was the largest part of a single call's own work (session 16's profile).
+//! Messages parsed one level deep, borrowing the request's text. Each top-level field stays the
+//! JSON text it arrived as: validation reads the few scalars it checks from that text, and the
+//! stored payload is the text as sent, field by field, with what the server sets written after
+//! it. Nested objects and arrays (`properties`, `traits`, `context`...) are never taken apart;
+//! `context.ip` is appended to the context's text. Building every field as a value and writing it
+//! out again was most of a single call's own work (sessions 16 and 19's profiles).
 
+use model::event::{Field, Fields};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
-/// A JSON object, one level deep.
+/// A JSON object, one level deep: its fields in the order sent (a repeated key keeps its last
+/// value, as when parsing into a map), then the fields the server added.
 #[derive(Debug)]
-pub struct Shallow {
-    /// Every top-level field. A nested object or array stands here as an empty placeholder of
-    /// its kind (what validation asks of it is its kind); fields added to a placeholder object
-    /// (`context.ip`) are merged into its text on output.
-    pub fields: Map<String, Value>,
-    /// The text of each nested field, as sent.
-    nested: Vec<(String, Box<RawValue>)>,
+pub struct Shallow<'a> {
+    fields: Vec<(Cow<'a, str>, Slot<'a>)>,
 }
 
-impl Shallow {
+#[derive(Debug)]
+enum Slot<'a> {
+    /// The text as sent.
+    Sent(&'a RawValue),
+    /// An object as sent, with fields added where it has none of that name (`context.ip`).
+    Extended(&'a RawValue, Vec<(&'static str, Value)>),
+    /// Set by the server.
+    Set(Value),
+}
+
+impl<'a> Shallow<'a> {
     /// Parses a JSON object's text.
-    pub fn parse(text: &[u8]) -> serde_json::Result<Shallow> {
+    pub fn parse(text: &'a [u8]) -> serde_json::Result<Shallow<'a>> {
         Shallow::parse_checking(text, Check::All)
     }
 
     /// Parses a JSON object's text, checking the escapes of the nested fields `check` names; the
     /// others are left to whoever reads them (a batch's messages are checked one by one).
-    pub fn parse_checking(text: &[u8], check: Check) -> serde_json::Result<Shallow> {
-        let top: Vec<(String, Box<RawValue>)> = serde_json::from_slice::<RawObject>(text)?.0;
-        let mut fields = Map::new();
-        let mut nested: Vec<(String, Box<RawValue>)> = Vec::new();
-        for (key, raw) in top {
-            // A key sent twice: the last one wins, as when parsing into a map.
-            if nested.iter().any(|(k, _)| *k == key) {
-                nested.retain(|(k, _)| *k != key);
-            }
-            let placeholder = match raw.get().as_bytes().first() {
-                Some(b'{') => Value::Object(Map::new()),
-                Some(b'[') => Value::Array(Vec::new()),
-                _ => {
-                    fields.insert(key, serde_json::from_str(raw.get())?);
-                    continue;
+    /// Scalars are always checked as a full parse would: numbers in range, strings' escapes.
+    pub fn parse_checking(text: &'a [u8], check: Check) -> serde_json::Result<Shallow<'a>> {
+        let RawObject(top) = serde_json::from_slice(text)?;
+        let mut fields: Vec<(Cow<'a, str>, Slot<'a>)> = Vec::with_capacity(top.len() + 6);
+        for (Key(key), raw) in top {
+            let text = raw.get();
+            match text.as_bytes().first() {
+                Some(b'{' | b'[') if check.covers(&key) => check_escapes(text)?,
+                Some(b'"') => check_escapes(text)?,
+                Some(b'-' | b'0'..=b'9') => {
+                    serde_json::from_str::<serde_json::Number>(text)?;
                 }
-            };
-            if check.covers(&key) {
-                check_escapes(raw.get())?;
+                _ => {}
             }
-            fields.insert(key.clone(), placeholder);
-            nested.push((key, raw));
+            if let Some(at) = fields.iter().position(|(k, _)| *k == key) {
+                fields.remove(at);
+            }
+            fields.push((key, Slot::Sent(raw)));
         }
-        Ok(Shallow { fields, nested })
+        Ok(Shallow { fields })
     }
 
-    /// The text of a nested field.
-    pub fn raw(&self, key: &str) -> Option<&RawValue> {
-        if !matches!(self.fields.get(key), Some(Value::Object(_) | Value::Array(_))) {
-            return None;
+    fn slot(&self, key: &str) -> Option<&Slot<'a>> {
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, s)| s)
+    }
+
+    /// The text of a field as sent, whatever its kind.
+    pub fn sent(&self, key: &str) -> Option<&'a RawValue> {
+        match self.slot(key)? {
+            Slot::Sent(raw) | Slot::Extended(raw, _) => Some(*raw),
+            Slot::Set(_) => None,
         }
-        self.nested.iter().find(|(k, _)| k == key).map(|(_, r)| &**r)
+    }
+
+    /// The text of a nested field (an object or an array) as sent.
+    pub fn raw(&self, key: &str) -> Option<&'a RawValue> {
+        self.sent(key).filter(|r| r.get().starts_with(['{', '[']))
     }
 
     /// Removes a field, returning the text of a nested one.
-    pub fn take_raw(&mut self, key: &str) -> Option<Box<RawValue>> {
-        self.fields.remove(key);
-        let at = self.nested.iter().position(|(k, _)| k == key)?;
-        Some(self.nested.swap_remove(at).1)
+    pub fn take_raw(&mut self, key: &str) -> Option<&'a RawValue> {
+        let raw = self.raw(key);
+        self.remove(key);
+        raw
     }
 
-    /// Sets a field to a nested value given as text, unless the message has the field.
-    pub fn default_raw(&mut self, key: &str, raw: &RawValue) {
-        if self.fields.contains_key(key) {
-            return;
+    /// Sets a field to text as sent (a batch's context, for one of its messages), unless the
+    /// message has the field.
+    pub fn default_raw(&mut self, key: &'a str, raw: &'a RawValue) {
+        if self.field(key).is_none() {
+            self.remove(key);
+            self.fields.push((Cow::Borrowed(key), Slot::Sent(raw)));
         }
-        let placeholder = if raw.get().starts_with('[') { Value::Array(Vec::new()) } else { Value::Object(Map::new()) };
-        self.fields.insert(key.to_string(), placeholder);
-        self.nested.push((key.to_string(), raw.to_owned()));
     }
 
-    /// The length of the object's text, near enough for a size limit (the nested fields as
-    /// sent, the scalars as they will be written).
+    /// Sets a field (in place when the message has it).
+    pub fn set(&mut self, key: &'static str, value: Value) {
+        match self.fields.iter_mut().find(|(k, _)| k == key) {
+            Some((_, slot)) => *slot = Slot::Set(value),
+            None => self.fields.push((Cow::Borrowed(key), Slot::Set(value))),
+        }
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        self.fields.retain(|(k, _)| k != key);
+    }
+
+    /// Adds `name` to the object `key` unless it has a field of that name; an absent object is
+    /// created. A field that is not an object is left alone (validation refuses it).
+    pub fn add_to_object(&mut self, key: &'static str, name: &'static str, value: Value) {
+        let Some((_, slot)) = self.fields.iter_mut().find(|(k, _)| k == key) else {
+            self.set(key, Value::Object(Map::from_iter([(name.to_string(), value)])));
+            return;
+        };
+        match slot {
+            Slot::Sent(raw) if raw.get() == "null" => *slot = Slot::Set(Value::Object(Map::from_iter([(name.to_string(), value)]))),
+            Slot::Sent(raw) if raw.get().starts_with('{') => {
+                let raw = *raw;
+                *slot = Slot::Extended(raw, vec![(name, value)]);
+            }
+            Slot::Extended(_, added) if !added.iter().any(|(k, _)| *k == name) => added.push((name, value)),
+            Slot::Set(Value::Object(object)) => {
+                object.entry(name).or_insert(value);
+            }
+            _ => {}
+        }
+    }
+
+    /// A string field's text.
+    pub fn str_field(&self, key: &str) -> Option<Cow<'_, str>> {
+        match self.field(key)? {
+            Field::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The string form of an id field (numbers become their decimal text).
+    pub fn id_text(&self, key: &str) -> Option<String> {
+        match self.field(key)? {
+            Field::Str(s) => Some(s.into_owned()),
+            Field::Number => self.value(key).map(|v| v.to_string()),
+            _ => None,
+        }
+    }
+
+    /// A field as a value (`None` when absent or not readable).
+    pub fn value(&self, key: &str) -> Option<Value> {
+        match self.slot(key)? {
+            Slot::Sent(raw) => serde_json::from_str(raw.get()).ok(),
+            Slot::Extended(..) => serde_json::from_str(&self.text(self.slot(key)?)).ok(),
+            Slot::Set(v) => Some(v.clone()),
+        }
+    }
+
+    /// A field's JSON text.
+    pub fn text_of(&self, key: &str) -> Option<String> {
+        self.slot(key).map(|s| self.text(s))
+    }
+
+    fn text(&self, slot: &Slot) -> String {
+        let mut out = Vec::new();
+        write_slot(&mut out, slot);
+        String::from_utf8(out).expect("JSON text is UTF-8")
+    }
+
+    /// The length of the object's text, near enough for a size limit.
     pub fn size(&self) -> usize {
-        let nested: usize = self.nested.iter().map(|(k, r)| k.len() + r.get().len() + 4).sum();
-        let scalars: usize = self.fields.iter().filter(|(k, _)| self.raw(k).is_none()).map(|(k, v)| k.len() + 4 + scalar_len(v)).sum();
-        nested + scalars + 2
+        let field = |slot: &Slot| match slot {
+            Slot::Sent(raw) | Slot::Extended(raw, _) => raw.get().len(),
+            Slot::Set(v) => scalar_len(v),
+        };
+        self.fields.iter().map(|(k, s)| k.len() + 4 + field(s)).sum::<usize>() + 2
     }
 
-    /// The object's JSON text.
+    /// The object's JSON text. Fields sent as `null` are left out (they count as absent).
     pub fn to_json(&self) -> String {
-        // Room for the nested text and a generous share per scalar (`size` would look each up).
-        let nested: usize = self.nested.iter().map(|(k, r)| k.len() + r.get().len() + 4).sum();
-        let mut out: Vec<u8> = Vec::with_capacity(nested + 48 * self.fields.len() + 2);
+        let sent: usize = self.fields.iter().map(|(k, s)| k.len() + 4 + if let Slot::Sent(r) | Slot::Extended(r, _) = s { r.get().len() } else { 32 }).sum();
+        let mut out: Vec<u8> = Vec::with_capacity(sent + 64);
         out.push(b'{');
-        for (i, (key, value)) in self.fields.iter().enumerate() {
-            if i > 0 {
+        for (key, slot) in &self.fields {
+            if matches!(slot, Slot::Sent(raw) if raw.get() == "null") {
+                continue;
+            }
+            if out.len() > 1 {
                 out.push(b',');
             }
-            write(&mut out, key);
+            write(&mut out, key.as_ref());
             out.push(b':');
-            match (self.raw(key), value) {
-                (Some(raw), Value::Object(added)) if !added.is_empty() => out.extend_from_slice(merged(raw, added).as_bytes()),
-                (Some(raw), _) => out.extend_from_slice(raw.get().as_bytes()),
-                (None, v) => write(&mut out, v),
-            }
+            write_slot(&mut out, slot);
         }
         out.push(b'}');
         String::from_utf8(out).expect("JSON text is UTF-8")
@@ -112,16 +194,53 @@ impl Shallow {
         serde_json::from_str(&self.to_json()).unwrap_or(Value::Null)
     }
 
-    /// The object as a value whose nested fields are their text, for a message whose text cannot
-    /// be read whole (it is shown as sent).
+    /// The object as a value whose unreadable fields are their text, for a message whose text
+    /// cannot be read whole (it is shown as sent).
     pub fn into_value_unchecked(self) -> Value {
-        let mut fields = self.fields;
-        for (k, raw) in self.nested {
-            if let Some(v @ (Value::Object(_) | Value::Array(_))) = fields.get_mut(&k) {
-                *v = Value::String(raw.get().to_string());
-            }
+        let fields = self.fields.iter().map(|(k, slot)| {
+            let text = self.text(slot);
+            let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            (k.to_string(), value)
+        });
+        Value::Object(fields.collect())
+    }
+}
+
+impl Fields for Shallow<'_> {
+    fn field(&self, key: &str) -> Option<Field<'_>> {
+        match self.slot(key)? {
+            Slot::Sent(raw) | Slot::Extended(raw, _) => kind(raw.get()),
+            Slot::Set(v) => match v {
+                Value::Null => None,
+                Value::String(s) => Some(Field::Str(Cow::Borrowed(s))),
+                Value::Number(_) => Some(Field::Number),
+                Value::Bool(_) => Some(Field::Bool),
+                Value::Object(_) => Some(Field::Object),
+                Value::Array(_) => Some(Field::Array),
+            },
         }
-        Value::Object(fields)
+    }
+}
+
+/// What a value's text is (`null`: absent); a string's text is read without copying unless it
+/// has escapes.
+fn kind(text: &str) -> Option<Field<'_>> {
+    Some(match text.as_bytes().first()? {
+        b'"' if !text.contains('\\') => Field::Str(Cow::Borrowed(&text[1..text.len() - 1])),
+        b'"' => Field::Str(Cow::Owned(serde_json::from_str(text).ok()?)),
+        b'{' => Field::Object,
+        b'[' => Field::Array,
+        b't' | b'f' => Field::Bool,
+        b'n' => return None,
+        _ => Field::Number,
+    })
+}
+
+fn write_slot(out: &mut Vec<u8>, slot: &Slot) {
+    match slot {
+        Slot::Sent(raw) => out.extend_from_slice(raw.get().as_bytes()),
+        Slot::Extended(raw, added) => merge(out, raw, added),
+        Slot::Set(v) => write(out, v),
     }
 }
 
@@ -143,20 +262,45 @@ impl Check<'_> {
     }
 }
 
-/// A JSON object's fields in order, each value as its text.
-struct RawObject(Vec<(String, Box<RawValue>)>);
+/// A key as sent: borrowed from the text unless it has escapes.
+struct Key<'a>(Cow<'a, str>);
 
-impl<'de> serde::Deserialize<'de> for RawObject {
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
+/// A JSON object's fields in order, each value as its text.
+struct RawObject<'a>(Vec<(Key<'a>, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for RawObject<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Fields;
         impl<'de> serde::de::Visitor<'de> for Fields {
-            type Value = RawObject;
+            type Value = RawObject<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawObject, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawObject<'de>, A::Error> {
                 let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(12));
-                while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
+                while let Some(entry) = map.next_entry::<Key<'de>, &'de RawValue>()? {
                     fields.push(entry);
                 }
                 Ok(RawObject(fields))
@@ -169,36 +313,49 @@ impl<'de> serde::Deserialize<'de> for RawObject {
 /// Text kept as sent is checked like text that is parsed: `\u` escapes of UTF-16 surrogates must
 /// pair up (a lone one cannot become a string, and would fail whoever reads the event later).
 fn check_escapes(text: &str) -> serde_json::Result<()> {
-    let suspicious = text.match_indices("\\u").any(|(at, _)| matches!(text.as_bytes().get(at + 2), Some(b'd' | b'D')));
-    if suspicious {
-        serde_json::from_str::<Value>(text)?;
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(at) = bytes[from..].iter().position(|&b| b == b'\\') {
+        let at = from + at;
+        match bytes.get(at + 1) {
+            Some(b'u') if matches!(bytes.get(at + 2), Some(b'd' | b'D')) => {
+                serde_json::from_str::<Value>(text)?;
+                return Ok(());
+            }
+            // An escaped character: skip both (`\\` must not start another escape).
+            _ => from = at + 2,
+        }
     }
     Ok(())
 }
 
-/// A nested object's text with fields added where it has none of that name. The fields are
-/// appended to the text as sent: only its keys are read (parsing and writing it again as a
-/// `Shallow` was a tenth of a single call's handler, for `context.ip`).
-fn merged(raw: &RawValue, added: &Map<String, Value>) -> String {
+/// A nested object's text with fields added where it has none of that name: the fields are
+/// appended to the text as sent. Only its keys are read, and only when its text could hold the
+/// name (quoted, or with escapes).
+fn merge(out: &mut Vec<u8>, raw: &RawValue, added: &[(&'static str, Value)]) {
     let text = raw.get();
-    let Ok(Keys(keys)) = serde_json::from_str::<Keys>(text) else {
-        return text.to_string();
+    let could_have = |name: &str| text.contains('\\') || text.contains(&format!("\"{name}\""));
+    let keys = if added.iter().any(|(name, _)| could_have(name)) {
+        match serde_json::from_str::<Keys>(text) {
+            Ok(Keys(keys)) => keys,
+            Err(_) => return out.extend_from_slice(text.as_bytes()),
+        }
+    } else {
+        Vec::new()
     };
-    let mut out = Vec::with_capacity(text.len() + 48 * added.len());
     // An object's text ends with its closing brace (a raw value carries no whitespace around it).
     out.extend_from_slice(&text.as_bytes()[..text.len() - 1]);
-    let mut empty = keys.is_empty();
-    for (k, v) in added.iter().filter(|(k, _)| !keys.iter().any(|have| have == k.as_str())) {
+    let mut empty = text[1..text.len() - 1].trim().is_empty();
+    for (k, v) in added.iter().filter(|(k, _)| !keys.iter().any(|have| have == k)) {
         if !empty {
             out.push(b',');
         }
         empty = false;
-        write(&mut out, k);
+        write(out, k);
         out.push(b':');
-        write(&mut out, v);
+        write(out, v);
     }
     out.push(b'}');
-    String::from_utf8(out).expect("JSON text is UTF-8")
 }
 
 /// The keys of a JSON object (its values are skipped).
@@ -214,7 +371,7 @@ impl<'de> serde::Deserialize<'de> for Keys {
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
                 let mut keys = Vec::new();
-                while let Some((k, serde::de::IgnoredAny)) = map.next_entry::<std::borrow::Cow<'de, str>, serde::de::IgnoredAny>()? {
+                while let Some((Key(k), serde::de::IgnoredAny)) = map.next_entry::<Key<'de>, serde::de::IgnoredAny>()? {
                     keys.push(k.into_owned());
                 }
                 Ok(Keys(keys))
@@ -234,76 +391,10 @@ fn scalar_len(v: &Value) -> usize {
         Value::Null => 4,
         Value::Bool(_) => 5,
         Value::Number(_) => 8,
-        _ => 2,
+        other => other.to_string().len(),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn keeps_nested_text_and_writes_scalars() {
-        let text = r#"{"userId":"u1","properties":{"total":42.5, "items":[1,2]},"context":{"library":{"name":"x"}},"n":null,"tags":["a"]}"#;
-        let mut m = Shallow::parse(text.as_bytes()).unwrap();
-        assert_eq!(m.fields["userId"], "u1");
-        assert!(m.fields["properties"].is_object() && m.fields["tags"].is_array());
-        assert_eq!(m.raw("properties").unwrap().get(), r#"{"total":42.5, "items":[1,2]}"#);
-        m.fields.remove("n");
-        m.fields.insert("messageId".into(), json!("m-1"));
-        if let Some(Value::Object(ctx)) = m.fields.get_mut("context") {
-            ctx.insert("ip".into(), json!("10.0.0.1"));
-        }
-        let out: Value = serde_json::from_str(&m.to_json()).unwrap();
-        assert_eq!(
-            out,
-            json!({"userId": "u1", "messageId": "m-1", "properties": {"total": 42.5, "items": [1, 2]},
-                   "context": {"library": {"name": "x"}, "ip": "10.0.0.1"}, "tags": ["a"]})
-        );
-    }
-
-    #[test]
-    fn a_given_context_ip_wins_and_a_new_context_is_written() {
-        let mut m = Shallow::parse(r#"{"context":{"ip":"1.1.1.1"}}"#.as_bytes()).unwrap();
-        if let Some(Value::Object(ctx)) = m.fields.get_mut("context") {
-            ctx.insert("ip".into(), json!("10.0.0.1"));
-        }
-        assert_eq!(m.to_json(), r#"{"context":{"ip":"1.1.1.1"}}"#);
-        let mut m = Shallow::parse(r#"{"a":1}"#.as_bytes()).unwrap();
-        m.fields.insert("context".into(), json!({"ip": "10.0.0.1"}));
-        assert_eq!(m.to_json(), r#"{"a":1,"context":{"ip":"10.0.0.1"}}"#);
-    }
-
-    #[test]
-    fn added_context_fields_follow_the_text_as_sent() {
-        let with_ip = |text: &str| {
-            let mut m = Shallow::parse(text.as_bytes()).unwrap();
-            if let Some(Value::Object(ctx)) = m.fields.get_mut("context") {
-                ctx.insert("ip".into(), json!("10.0.0.1"));
-            }
-            m.to_json()
-        };
-        assert_eq!(with_ip(r#"{"context":{"z":1, "a":{"b":[1]}}}"#), r#"{"context":{"z":1, "a":{"b":[1]},"ip":"10.0.0.1"}}"#);
-        assert_eq!(with_ip(r#"{"context":{ }}"#), r#"{"context":{ "ip":"10.0.0.1"}}"#);
-        assert_eq!(with_ip(r#"{"context":{}}"#), r#"{"context":{"ip":"10.0.0.1"}}"#);
-        assert_eq!(with_ip(r#"{"context":{"i\u0070":"1.1.1.1"}}"#), r#"{"context":{"i\u0070":"1.1.1.1"}}"#, "an escaped key is still the same key");
-        let out: Value = serde_json::from_str(&with_ip(r#"{"context":{"a":"x","ip":null}}"#)).unwrap();
-        assert_eq!(out["context"]["ip"], Value::Null, "a given ip is kept, even null");
-    }
-
-    #[test]
-    fn refuses_what_a_full_parse_refuses() {
-        assert!(Shallow::parse(r#"{"p":{"a":"\ud800"}}"#.as_bytes()).is_err(), "a lone surrogate");
-        assert!(Shallow::parse(r#"{"p":{"a":"\ud83d\ude00"}}"#.as_bytes()).is_ok(), "a pair");
-        assert!(Shallow::parse(r#"{"p":{"a":1,}}"#.as_bytes()).is_err());
-        assert!(Shallow::parse(r#"[1]"#.as_bytes()).is_err());
-        assert!(Shallow::parse("{\"p\":{\"a\":\"x\u{1}\"}}".as_bytes()).is_err(), "a control character");
-    }
-
-    #[test]
-    fn the_last_of_a_repeated_key_wins() {
-        let m = Shallow::parse(r#"{"p":{"a":1},"p":{"b":2},"s":1,"s":2}"#.as_bytes()).unwrap();
-        assert_eq!(serde_json::from_str::<Value>(&m.to_json()).unwrap(), json!({"p": {"b": 2}, "s": 2}));
-    }
-}
+#[path = "shallow_tests.rs"]
+mod tests;
