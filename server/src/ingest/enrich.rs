@@ -83,8 +83,30 @@ pub fn enrich(msg: &mut Shallow, kind: &'static str, received_at: i64, ip: Optio
     }
     msg.set("timestamp", Value::String(format_ms(timestamp)));
     if let Some(ip) = ip {
-        msg.add_to_object("context", "ip", Value::String(ip.to_string()));
+        msg.add_to_object("context", "ip", Value::String(ip_text(ip)));
     }
+}
+
+/// An address as text; IPv4 written digit by digit (`Display` through the formatter was a fifth
+/// of enrichment in session 19's profile).
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -132,6 +154,14 @@ mod tests {
         let m = enriched(json!({"userId": "u"}), "2026-01-01T12:00:00Z");
         assert_eq!(m["timestamp"], m["receivedAt"]);
         assert!(m.get("originalTimestamp").is_none());
+    }
+
+    #[test]
+    fn writes_addresses_as_display_does() {
+        for ip in ["0.0.0.0", "10.1.2.3", "192.168.100.255", "255.9.99.100", "::1", "2001:db8::8a2e:370:7334"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
     }
 
     #[test]

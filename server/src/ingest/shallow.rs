@@ -315,7 +315,7 @@ impl<'de> serde::Deserialize<'de> for RawObject<'de> {
 fn check_escapes(text: &str) -> serde_json::Result<()> {
     let bytes = text.as_bytes();
     let mut from = 0;
-    while let Some(at) = bytes[from..].iter().position(|&b| b == b'\\') {
+    while let Some(at) = text.get(from..).and_then(|rest| rest.find('\\')) {
         let at = from + at;
         match bytes.get(at + 1) {
             Some(b'u') if matches!(bytes.get(at + 2), Some(b'd' | b'D')) => {
