@@ -11,6 +11,7 @@ mod relay;
 mod routes;
 mod shallow;
 mod sqlite_writer;
+mod wal_vfs;
 pub mod suppress;
 pub mod writer;
 
