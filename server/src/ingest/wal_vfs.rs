@@ -25,8 +25,9 @@ pub const NAME: &str = "switchyard-wal";
 /// At most this much is gathered before it is written out anyway.
 const MAX_GATHERED: usize = 256 << 10;
 
-/// The most one write of the default VFS takes: its `unixWrite` hands the kernel at most 17 bits'
-/// worth of bytes at a time (and a count of exactly 128 KiB as none at all).
+/// The most handed to one write of the default VFS: its `seekAndWriteFd` keeps only the low 17
+/// bits of the length (a write of exactly 128 KiB writes nothing, which SQLite reports as a full
+/// disk).
 const MAX_WRITE: usize = 64 << 10;
 
 /// A WAL frame's header: page number, database size after a commit (0 if not a commit), salts,
