@@ -144,7 +144,7 @@ impl<'a> Shallow<'a> {
     pub fn value(&self, key: &str) -> Option<Value> {
         match self.slot(key)? {
             Slot::Sent(raw) => serde_json::from_str(raw.get()).ok(),
-            Slot::Extended(..) => serde_json::from_str(&self.text(self.slot(key)?)).ok(),
+            slot @ Slot::Extended(..) => serde_json::from_str(&self.text(slot)).ok(),
             Slot::Set(v) => Some(v.clone()),
         }
     }
