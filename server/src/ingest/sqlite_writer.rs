@@ -118,7 +118,7 @@ pub(super) struct Grouping {
 fn insert(tx: &Connection, e: &NewEvent, cutoff: i64) -> rusqlite::Result<bool> {
     let fresh = !tx.prepare_cached(SEEN)?.exists(params![e.source_id, e.message_id, cutoff])?;
     if fresh {
-        tx.prepare_cached(EVENT)?.execute(params![e.source_id, e.message_id, e.kind, e.user_id, e.anonymous_id, e.received_at, e.payload])?;
+        insert_rows(tx, &[e])?;
     }
     Ok(fresh)
 }
