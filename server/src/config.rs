@@ -426,7 +426,7 @@ mod tests {
             let f = file(text);
             Config::load(&CommonArgs { config: Some(f.path().into()), ..Default::default() }, &ServeArgs::default())
         };
-        assert_eq!(load("").unwrap().commit_interval_us, 1000);
+        assert_eq!(load("").unwrap().commit_interval_us, 500);
         assert_eq!(load("commit_interval_us = 0\n").unwrap().commit_interval_us, 0);
         let err = load("commit_interval_us = 50001\n").unwrap_err();
         assert_eq!(err.key, "commit_interval_us");

@@ -128,14 +128,24 @@ fn reject(tx: &Connection, r: &NewRejection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// One transaction for `jobs` (the writer loop's `gather`, in one go).
+#[cfg(test)]
 fn commit(conn: &mut Connection, jobs: &[Job], cutoff: i64) -> rusqlite::Result<Vec<Vec<Outcome>>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let all = store(&tx, jobs, cutoff)?;
+    tx.commit()?;
+    Ok(all)
+}
+
+/// Stores the jobs' messages in the open transaction: each one's outcomes.
+fn store(tx: &Connection, jobs: &[Job], cutoff: i64) -> rusqlite::Result<Vec<Vec<Outcome>>> {
     let mut all = Vec::with_capacity(jobs.len());
     let mut fresh: Vec<&NewEvent> = Vec::new();
     {
         let mut seen = tx.prepare_cached(SEEN)?;
-        // A message sent twice within the group: the log cannot tell, since the group's rows are
-        // inserted after every lookup.
+        // A message sent twice among these jobs: the log cannot tell, since their rows are
+        // inserted after every lookup (the rows of jobs stored earlier in the transaction are
+        // found by the lookup).
         let mut in_group: HashSet<(&str, &str)> = HashSet::with_capacity(jobs.iter().map(|j| j.events.len()).sum());
         for job in jobs {
             let mut outcomes = Vec::with_capacity(job.events.len());
@@ -149,11 +159,46 @@ fn commit(conn: &mut Connection, jobs: &[Job], cutoff: i64) -> rusqlite::Result<
             all.push(outcomes);
         }
     }
-    insert_rows(&tx, &fresh)?;
+    insert_rows(tx, &fresh)?;
     for job in jobs {
         for r in &job.rejections {
-            reject(&tx, r)?;
+            reject(tx, r)?;
         }
+    }
+    Ok(all)
+}
+
+/// How often a group's transaction takes in the jobs that arrived meanwhile.
+const TAKE_EVERY: Duration = Duration::from_micros(200);
+
+/// One group: its transaction begins with `jobs` and takes in the jobs that arrive until `due`
+/// (every `TAKE_EVERY`, up to `max_group` messages), storing each batch of them at once, then
+/// commits. Storing as they come, rather than all at `due`, spreads the writer's work over the
+/// interval while the request handlers run: with everything stored at `due`, every connection
+/// could be waiting for that one commit while a core stood idle (README, Benchmark).
+fn gather(conn: &mut Connection, rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>, due: Instant, max_group: usize, cutoff: i64) -> rusqlite::Result<Vec<Vec<Outcome>>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut all = Vec::with_capacity(jobs.len());
+    let mut n: usize = jobs.iter().map(|j| j.events.len() + j.rejections.len()).sum();
+    loop {
+        while n < max_group {
+            match rx.try_recv() {
+                Ok(job) => {
+                    n += job.events.len() + job.rejections.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        if all.len() < jobs.len() {
+            let stored = store(&tx, &jobs[all.len()..], cutoff)?;
+            all.extend(stored);
+        }
+        let now = Instant::now();
+        if n >= max_group || now >= due {
+            break;
+        }
+        std::thread::sleep((due - now).min(TAKE_EVERY));
     }
     tx.commit()?;
     Ok(all)
@@ -268,32 +313,17 @@ pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>,
         .ok();
     let mut commits = 0u64;
     let mut rx = rx.blocking_lock();
-    let mut last_start = Instant::now().checked_sub(interval).unwrap_or_else(Instant::now);
+    let mut last_commit = Instant::now().checked_sub(interval).unwrap_or_else(Instant::now);
     while let Some(first) = rx.blocking_recv() {
-        // While messages keep coming, commits start at most `interval` apart: the messages that
+        // While messages keep coming, commits are at most `interval` apart: the messages that
         // arrive meanwhile join this group (see `WriterOptions::commit_interval`).
-        let due = last_start + interval;
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        }
-        let mut n = first.events.len() + first.rejections.len();
+        let due = last_commit + interval;
         let mut jobs = vec![first];
-        while n < max_group {
-            match rx.try_recv() {
-                Ok(job) => {
-                    n += job.events.len() + job.rejections.len();
-                    jobs.push(job);
-                }
-                Err(_) => break,
-            }
-        }
-        let count = jobs.len() as i64;
-        let size: usize = jobs.iter().map(|j| j.events.len()).sum();
         if conn.is_none() {
             conn = connect(path, fsync).ok();
         }
         let Some(c) = conn.as_mut() else {
+            let count = jobs.len() as i64;
             for job in jobs {
                 let _ = job.reply.send(Err("the event store is unavailable".into()));
             }
@@ -302,9 +332,12 @@ pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>,
         };
         let cutoff = now_ms() - dedupe_ms;
         let started = Instant::now();
-        last_start = started;
         let turn = crate::store::SQLITE_WRITERS.blocking_lock();
-        match commit(c, &jobs, cutoff) {
+        let result = gather(c, &mut *rx, &mut jobs, due, max_group, cutoff);
+        last_commit = Instant::now();
+        let count = jobs.len() as i64;
+        let size: usize = jobs.iter().map(|j| j.events.len()).sum();
+        match result {
             Ok(outcomes) => {
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));
@@ -347,96 +380,5 @@ pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Store;
-
-    fn event(id: &str, user: usize) -> NewEvent {
-        NewEvent {
-            source_id: "src_1".into(),
-            message_id: id.into(),
-            kind: "track",
-            user_id: Some(format!("u-{user}")),
-            anonymous_id: (user % 2 == 0).then(|| format!("a-{user}")),
-            received_at: now_ms(),
-            payload: format!(r#"{{"messageId":"{id}"}}"#),
-        }
-    }
-
-    fn job(events: Vec<NewEvent>) -> Job {
-        Job { events, rejections: Vec::new(), reply: tokio::sync::oneshot::channel().0 }
-    }
-
-    /// A group goes in as multi-row inserts of every size (32, 8, 1): the rows keep the group's
-    /// order and their fields, and a message sent twice (within the group, or already in the log)
-    /// is stored once.
-    #[tokio::test]
-    async fn a_group_is_stored_in_order_and_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        Store::open(&format!("sqlite://{}", path.display())).await.unwrap();
-        let mut conn = connect(&path, false).unwrap();
-        commit(&mut conn, &[job(vec![event("old", 0)])], 0).unwrap();
-        let first: Vec<NewEvent> = (0..45).map(|i| event(&format!("m-{i}"), i)).collect();
-        let mut second: Vec<NewEvent> = (45..52).map(|i| event(&format!("m-{i}"), i)).collect();
-        second.push(event("m-3", 3));
-        second.push(event("old", 0));
-        let outcomes = commit(&mut conn, &[job(first), job(second)], 0).unwrap();
-        assert!(outcomes[0].iter().all(|o| *o == Outcome::Stored), "{outcomes:?}");
-        assert_eq!(outcomes[1][..7].to_vec(), vec![Outcome::Stored; 7]);
-        assert_eq!(outcomes[1][7..].to_vec(), vec![Outcome::Duplicate; 2]);
-        let mut rows = conn.prepare("SELECT message_id, user_id, anonymous_id, type, payload FROM events ORDER BY seq").unwrap();
-        let rows: Vec<(String, Option<String>, Option<String>, String, String)> =
-            rows.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).unwrap().map(Result::unwrap).collect();
-        assert_eq!(rows.len(), 53);
-        for (i, (id, user, anon, kind, payload)) in rows.iter().skip(1).enumerate() {
-            assert_eq!(*id, format!("m-{i}"));
-            assert_eq!(*user, Some(format!("u-{i}")));
-            assert_eq!(*anon, (i % 2 == 0).then(|| format!("a-{i}")));
-            assert_eq!(kind, "track");
-            assert_eq!(*payload, format!(r#"{{"messageId":"m-{i}"}}"#));
-        }
-    }
-
-    /// Through the WAL VFS (each commit's frames in one write): what a commit stored is there for
-    /// another connection at once, a transaction larger than the page cache (whose frames are
-    /// written early and rewritten in place) and one larger than what the VFS gathers come out
-    /// whole, and the database reopens intact.
-    #[tokio::test]
-    async fn commits_through_the_wal_vfs_are_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let store = Store::open(&format!("sqlite://{}", path.display())).await.unwrap();
-        let mut conn = connect(&path, false).unwrap();
-        conn.pragma_update(None, "cache_size", 50).unwrap();
-        let mut expected = 0i64;
-        for (group, size) in [(1usize, 10usize), (40, 100), (3, 9000), (600, 4000)] {
-            let events: Vec<NewEvent> = (0..group)
-                .map(|i| {
-                    let mut e = event(&format!("g{group}-{i}"), i);
-                    e.payload = format!(r#"{{"pad":"{}"}}"#, "x".repeat(size));
-                    e
-                })
-                .collect();
-            let (ins, outs) = (super::super::wal_vfs::WRITES_IN.get(), super::super::wal_vfs::WRITES_OUT.get());
-            commit(&mut conn, &[job(events)], 0).unwrap();
-            let (ins, outs) = (super::super::wal_vfs::WRITES_IN.get() - ins, super::super::wal_vfs::WRITES_OUT.get() - outs);
-            assert!(outs >= 1, "the WAL VFS wrote nothing for a group of {group}");
-            if group <= 40 {
-                assert!(outs * 3 <= ins, "{ins} WAL writes went out in {outs} for a group of {group}");
-            }
-            expected += group as i64;
-            let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(store.pool()).await.unwrap();
-            assert_eq!(seen, expected, "another connection reads the commit of {group} events");
-            let total: i64 = sqlx::query_scalar("SELECT SUM(LENGTH(payload)) FROM events WHERE message_id LIKE ?").bind(format!("g{group}-%")).fetch_one(store.pool()).await.unwrap();
-            assert_eq!(total, (group * (size + 10)) as i64);
-        }
-        drop(conn);
-        store.pool().close().await;
-        let reopened = Connection::open(&path).unwrap();
-        let check: String = reopened.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
-        assert_eq!(check, "ok");
-        let count: i64 = reopened.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
-        assert_eq!(count, expected);
-    }
-}
+#[path = "sqlite_writer_tests.rs"]
+mod tests;

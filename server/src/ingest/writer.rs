@@ -59,16 +59,17 @@ pub struct WriterOptions {
     pub dedupe_window: Duration,
     /// Parallel writers (SQLite has one writer; PostgreSQL gains from a few).
     pub writers: usize,
-    /// SQLite: while messages keep arriving, commits start at most this far apart, so that each
-    /// group holds what arrived meanwhile. Committing as soon as a message waits made groups of
+    /// SQLite: while messages keep arriving, commits are at most this far apart, so that each
+    /// group holds what arrived meanwhile; the group's transaction stores them as they come
+    /// (`sqlite_writer::gather`). Committing as soon as a message waits made groups of
     /// one or two messages under load, each paying a commit's fixed cost (its WAL frames for the
     /// indexes' pages, page 1 and the sequence): the writer then took a quarter of the server's
     /// CPU and the request handlers waited for a core (README, Benchmark). Zero: no wait.
     pub commit_interval: Duration,
 }
 
-/// Commits start at most this far apart by default (config `commit_interval_us`).
-pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(1);
+/// Commits are at most this far apart by default (config `commit_interval_us`).
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_micros(500);
 
 impl WriterOptions {
     pub fn for_backend(backend: Backend, dedupe_window: Duration) -> Self {
@@ -287,8 +288,8 @@ mod tests {
         }
     }
 
-    /// On SQLite, while messages keep coming, commits start at most `commit_interval` apart and
-    /// take everything queued meanwhile; a message after a quiet spell is committed at once.
+    /// On SQLite, while messages keep coming, commits are at most `commit_interval` apart and
+    /// take everything that arrived meanwhile; a message after a quiet spell is committed at once.
     #[tokio::test]
     async fn sqlite_commits_are_spaced_while_messages_keep_coming() {
         let dir = tempfile::tempdir().unwrap();
