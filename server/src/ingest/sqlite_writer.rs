@@ -290,9 +290,10 @@ fn keep(conn: &mut Connection, r: &NewRejection) {
     }
 }
 
-/// The writer loop, on a blocking thread: wait for a job (and for `interval` since the last
-/// commit started), take every job queued behind it (up to `max_group` messages), commit them in
-/// one transaction, answer each. `stored` is signalled after each commit (the router waits on it).
+/// The writer loop, on a blocking thread: wait for a job, open a group with it that takes in the
+/// jobs arriving until `interval` after the last commit (`gather`, up to `max_group` messages),
+/// commit them in one transaction, answer each. `stored` is signalled after each commit (the
+/// router waits on it).
 pub(super) fn run(path: &Path, fsync: bool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, group: Grouping, depth: Arc<AtomicI64>, stored: Arc<tokio::sync::Notify>) {
     let Grouping { max_group, dedupe_ms, interval } = group;
     let mut conn = match connect(path, fsync) {
