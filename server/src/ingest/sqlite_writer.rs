@@ -128,15 +128,6 @@ fn reject(tx: &Connection, r: &NewRejection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// One transaction for `jobs` (the writer loop's `gather`, in one go).
-#[cfg(test)]
-fn commit(conn: &mut Connection, jobs: &[Job], cutoff: i64) -> rusqlite::Result<Vec<Vec<Outcome>>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let all = store(&tx, jobs, cutoff)?;
-    tx.commit()?;
-    Ok(all)
-}
-
 /// Stores the jobs' messages in the open transaction: each one's outcomes.
 fn store(tx: &Connection, jobs: &[Job], cutoff: i64) -> rusqlite::Result<Vec<Vec<Outcome>>> {
     let mut all = Vec::with_capacity(jobs.len());

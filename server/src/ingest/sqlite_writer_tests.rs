@@ -13,6 +13,14 @@ fn event(id: &str, user: usize) -> NewEvent {
     }
 }
 
+/// One transaction for `jobs`: the writer loop's `gather` in one go.
+fn commit(conn: &mut Connection, jobs: &[Job], cutoff: i64) -> rusqlite::Result<Vec<Vec<Outcome>>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let all = store(&tx, jobs, cutoff)?;
+    tx.commit()?;
+    Ok(all)
+}
+
 fn job(events: Vec<NewEvent>) -> Job {
     Job { events, rejections: Vec::new(), reply: tokio::sync::oneshot::channel().0 }
 }
