@@ -131,3 +131,18 @@ async fn commits_through_the_wal_vfs_are_whole() {
     let count: i64 = reopened.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
     assert_eq!(count, expected);
 }
+
+/// The checkpointer syncs the database file through SQLite's own handle (before it rewinds the
+/// WAL in the writers' turn): it works on a database file, and says so when there is no file.
+#[test]
+fn the_database_file_is_synced_through_sqlites_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = Connection::open(dir.path().join("t.db")).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1);").unwrap();
+    assert!(super::passive(&conn).is_some_and(|frames| frames > 0), "a checkpoint of the log ran");
+    super::sync_database(&conn).expect("a database file syncs");
+    // A temporary database has no file until it grows.
+    let temp = Connection::open("").unwrap();
+    let err = super::sync_database(&temp).expect_err("nothing to sync");
+    assert!(err.contains("no file handle") || err.contains("cannot be synced"), "{err}");
+}
