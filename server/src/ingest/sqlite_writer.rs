@@ -20,7 +20,11 @@ use tokio::sync::{mpsc, Mutex};
 /// the id alone, the source and window checked on the rows found): this writer is the only one,
 /// so nothing can come between the lookup and the insert.
 const SEEN: &str = "SELECT 1 FROM events WHERE source_id = ?1 AND message_id = ?2 AND received_at >= ?3";
-const EVENT: &str = "INSERT INTO events (source_id, message_id, type, user_id, anonymous_id, received_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+/// `OR ROLLBACK`: a statement that fails ends the whole transaction, which the writer then stores
+/// message by message (`one_by_one`) anyway; so SQLite need not keep a statement journal (a copy
+/// of every page a multi-row insert touches, to undo just that statement), which took a tenth of
+/// the writer's time.
+const EVENT: &str = "INSERT OR ROLLBACK INTO events (source_id, message_id, type, user_id, anonymous_id, received_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 const REJECTION: &str = "INSERT INTO rejections (source_id, message_id, type, reason, received_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 fn connect(path: &Path, fsync: bool) -> rusqlite::Result<Connection> {

@@ -146,3 +146,40 @@ fn the_database_file_is_synced_through_sqlites_handle() {
     let err = super::sync_database(&temp).expect_err("nothing to sync");
     assert!(err.contains("no file handle") || err.contains("cannot be synced"), "{err}");
 }
+
+/// A message SQLite refuses fails only itself: its group's transaction is rolled back whole
+/// (rows stored before the refusal included, so none is reported as a duplicate afterwards) and
+/// its messages are stored one by one, the refused one kept as a rejection.
+#[tokio::test]
+async fn a_refused_message_fails_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let store = Store::open(&format!("sqlite://{}", path.display())).await.unwrap();
+    sqlx::query("CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.message_id = 'bad' BEGIN SELECT RAISE(ABORT, 'no bad messages'); END")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<Job>(16);
+    let mut answers = Vec::new();
+    for events in [vec![event("a", 1), event("b", 2)], vec![event("bad", 3), event("c", 4)]] {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        tx.send(Job { events, rejections: Vec::new(), reply }).await.unwrap();
+        answers.push(answer);
+    }
+    drop(tx);
+    let group = Grouping { max_group: 2000, dedupe_ms: 60_000, interval: Duration::from_millis(1) };
+    let (depth, stored) = (Arc::new(AtomicI64::new(2)), Arc::new(tokio::sync::Notify::new()));
+    let writer = std::thread::spawn(move || run(&path, false, Arc::new(Mutex::new(rx)), group, depth, stored));
+    let mut outcomes = Vec::new();
+    for answer in answers {
+        outcomes.push(answer.await.unwrap().unwrap());
+    }
+    writer.join().unwrap();
+    assert_eq!(outcomes[0], vec![Outcome::Stored, Outcome::Stored]);
+    assert!(matches!(&outcomes[1][0], Outcome::Refused(r) if r.reason.contains("no bad messages")), "{:?}", outcomes[1]);
+    assert_eq!(outcomes[1][1], Outcome::Stored);
+    let ids: Vec<String> = sqlx::query_scalar("SELECT message_id FROM events ORDER BY seq").fetch_all(store.pool()).await.unwrap();
+    assert_eq!(ids, vec!["a", "b", "c"]);
+    let kept: Vec<String> = sqlx::query_scalar("SELECT message_id FROM rejections").fetch_all(store.pool()).await.unwrap();
+    assert_eq!(kept, vec!["bad"]);
+}
