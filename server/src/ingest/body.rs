@@ -7,6 +7,7 @@ use axum::http::HeaderMap;
 use futures_util::StreamExt;
 use super::shallow::{Check, Shallow};
 use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 use std::io::Read;
 
 /// A refusal of the whole request: (code, message) for the Tracking API error shape.
@@ -72,7 +73,7 @@ pub fn decode(headers: &HeaderMap, raw: Bytes, limits: &Limits) -> Result<Bytes,
 
 /// The JSON object of a body, one level deep. A batch's messages (`batch: true`) are checked one
 /// by one later, so that a bad one fails alone.
-pub fn parse(bytes: &[u8], batch: bool) -> Result<Shallow<'_>, BodyError> {
+pub fn parse(bytes: &[u8], batch: bool) -> Result<Parsed<'_>, BodyError> {
     let invalid = |e: serde_json::Error| BodyError("invalid_json", format!("the body is not valid JSON: {e}"));
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         None => return Err(BodyError("invalid_body", "the body is empty; send a JSON object".into())),
@@ -82,7 +83,20 @@ pub fn parse(bytes: &[u8], batch: bool) -> Result<Shallow<'_>, BodyError> {
             return Err(BodyError("invalid_body", "the body must be a JSON object".into()));
         }
     }
+    if batch {
+        if let Some((fields, messages)) = Shallow::parse_batch(bytes) {
+            return Ok(Parsed { fields, batch: Some(messages) });
+        }
+    }
     // A full parse names the position of an error found in a nested field.
-    Shallow::parse_checking(bytes, if batch { Check::AllBut("batch") } else { Check::All })
-        .map_err(|e| invalid(serde_json::from_slice::<serde_json::Value>(bytes).err().unwrap_or(e)))
+    let fields = Shallow::parse_checking(bytes, if batch { Check::AllBut("batch") } else { Check::All })
+        .map_err(|e| invalid(serde_json::from_slice::<serde_json::Value>(bytes).err().unwrap_or(e)))?;
+    Ok(Parsed { fields, batch: None })
+}
+
+/// A request's body: its fields and, for a batch whose `batch` array was split into its messages
+/// while the body was read, their texts (the field is then not among `fields`).
+pub struct Parsed<'a> {
+    pub fields: Shallow<'a>,
+    pub batch: Option<Vec<&'a RawValue>>,
 }

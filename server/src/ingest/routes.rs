@@ -1,7 +1,7 @@
 //! The `/v1` routes: one handler for the six call types (long and analytics.js's short names)
 //! and one for batches.
 
-use super::body::{decode, parse, read, BodyError};
+use super::body::{decode, parse, read, BodyError, Parsed};
 use super::cors;
 use super::enrich::{enrich, is_timestamp};
 use super::live::LiveMessage;
@@ -202,11 +202,12 @@ fn client_ip(addr: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAdd
 }
 
 /// The messages of a request, each with its type (or why it has none).
-fn messages<'a>(mut body: Shallow<'a>, route: Option<EventType>, max_batch: usize) -> Result<Vec<(Item<'a>, Option<EventType>)>, Response> {
+fn messages<'a>(parsed: Parsed<'a>, route: Option<EventType>, max_batch: usize) -> Result<Vec<(Item<'a>, Option<EventType>)>, Response> {
+    let Parsed { fields: mut body, batch } = parsed;
     if let Some(ty) = route {
         return Ok(vec![(Ok(body), Some(ty))]);
     }
-    let items = body.take_raw("batch").and_then(|raw| serde_json::from_str::<Vec<&'a RawValue>>(raw.get()).ok());
+    let items = batch.or_else(|| body.take_raw("batch").and_then(|raw| serde_json::from_str::<Vec<&'a RawValue>>(raw.get()).ok()));
     let Some(items) = items else {
         return Err(fail(StatusCode::BAD_REQUEST, "invalid_body", "a batch needs a `batch` array of messages"));
     };
@@ -281,7 +282,7 @@ async fn handle(state: &AppState, call: Call, route: Option<EventType>) -> Respo
         Err(BodyError(code, message)) => return fail(StatusCode::BAD_REQUEST, code, message),
     };
     let body_size = bytes.len();
-    let Some(key) = write_key(&call.headers, body.str_field("writeKey").as_deref(), &query_key(&call.uri)) else {
+    let Some(key) = write_key(&call.headers, body.fields.str_field("writeKey").as_deref(), &query_key(&call.uri)) else {
         return fail(StatusCode::UNAUTHORIZED, "missing_write_key", "send the write key as the Basic auth user name or as `writeKey` in the body");
     };
     let owner = match ingest.keys.owner(&state.store, &key).await {

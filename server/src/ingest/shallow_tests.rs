@@ -89,3 +89,24 @@ fn unreadable_fields_are_shown_as_text() {
     let m = Shallow::parse_checking(r#"{"p":{"a":"\ud800"},"u":"x"}"#.as_bytes(), Check::None).unwrap();
     assert_eq!(m.into_value_unchecked(), json!({"p": r#"{"a":"\ud800"}"#, "u": "x"}));
 }
+
+/// A batch body read in one pass gives what the general parse and a second read of its `batch`
+/// field give, and gives nothing where the general parse has something to say.
+#[test]
+fn a_batch_is_split_while_its_body_is_read() {
+    let text = r#"{"writeKey":"k","batch":[{"type":"track","p":"\ud800"}, 3 ,{"a":[1]}],"context":{"x":1},"batch":[{"type":"identify"},[2]],"sentAt":"s"}"#;
+    let (body, items) = Shallow::parse_batch(text.as_bytes()).expect("a batch");
+    let texts: Vec<&str> = items.iter().map(|r| r.get()).collect();
+    assert_eq!(texts, vec![r#"{"type":"identify"}"#, "[2]"], "the last batch array, each message as sent");
+    assert_eq!(body.to_json(), r#"{"writeKey":"k","context":{"x":1},"sentAt":"s"}"#);
+    let mut general = Shallow::parse_checking(text.as_bytes(), Check::AllBut("batch")).unwrap();
+    let raw = general.take_raw("batch").unwrap();
+    let again: Vec<&RawValue> = serde_json::from_str(raw.get()).unwrap();
+    assert_eq!(again.iter().map(|r| r.get()).collect::<Vec<_>>(), texts);
+    assert_eq!(general.to_json(), body.to_json());
+    // The messages are checked one by one later: a lone surrogate in one does not refuse the body.
+    assert!(Shallow::parse_batch(r#"{"batch":[{"p":"\ud800"}]}"#.as_bytes()).is_some());
+    for text in [r#"{"batch":{"type":"track"}}"#, r#"{"batch":null}"#, r#"{"context":{"a":"\ud800"},"batch":[]}"#, r#"{"n":1e400,"batch":[]}"#, r#"{"batch":[1,]}"#, r#"{"sentAt":"s"}"#, "[]"] {
+        assert!(Shallow::parse_batch(text.as_bytes()).is_none(), "{text}");
+    }
+}
