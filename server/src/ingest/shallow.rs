@@ -42,8 +42,9 @@ impl<'a> Shallow<'a> {
     }
 
     /// A batch body's fields but `batch`, checked as `parse_checking` checks them, and the texts
-    /// of its `batch` array's messages, read in the same pass (the array read as one field's text
-    /// and then again into its messages took a twentieth of a batch's CPU). None when the body is
+    /// of its `batch` array's messages, read in the same pass (reading the array as one field's
+    /// text and then again into its messages cost about a tenth of a batch request's server CPU,
+    /// README: Benchmark, session 21). None when the body is
     /// not an object with a `batch` array: the general parse then says what is wrong.
     pub fn parse_batch(text: &'a [u8]) -> Option<(Shallow<'a>, Vec<&'a RawValue>)> {
         let BatchObject { fields, batch } = serde_json::from_slice(text).ok()?;
