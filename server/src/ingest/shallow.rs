@@ -37,17 +37,17 @@ impl<'a> Shallow<'a> {
     /// others are left to whoever reads them (a batch's messages are checked one by one).
     /// Scalars are always checked as a full parse would: numbers in range, strings' escapes.
     pub fn parse_checking(text: &'a [u8], check: Check) -> serde_json::Result<Shallow<'a>> {
-        let RawObject(top) = serde_json::from_slice(text)?;
-        Shallow::checked(top, check)
+        let RawObject::<false> { fields, .. } = serde_json::from_slice(text)?;
+        Shallow::checked(fields, check)
     }
 
     /// A batch body's fields but `batch`, checked as `parse_checking` checks them, and the texts
     /// of its `batch` array's messages, read in the same pass (reading the array as one field's
     /// text and then again into its messages cost about a tenth of a batch request's server CPU,
-    /// README: Benchmark, session 21). None when the body is
-    /// not an object with a `batch` array: the general parse then says what is wrong.
+    /// README: Benchmark, session 21). None when the body is not an object with a `batch` array:
+    /// the general parse then says what is wrong.
     pub fn parse_batch(text: &'a [u8]) -> Option<(Shallow<'a>, Vec<&'a RawValue>)> {
-        let BatchObject { fields, batch } = serde_json::from_slice(text).ok()?;
+        let RawObject::<true> { fields, batch } = serde_json::from_slice(text).ok()?;
         Some((Shallow::checked(fields, Check::All).ok()?, batch?))
     }
 
@@ -301,57 +301,34 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// A JSON object's fields in order, each value as its text.
-struct RawObject<'a>(Vec<(Key<'a>, &'a RawValue)>);
-
-impl<'de> serde::Deserialize<'de> for RawObject<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> serde::de::Visitor<'de> for Fields {
-            type Value = RawObject<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawObject<'de>, A::Error> {
-                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(12));
-                while let Some(entry) = map.next_entry::<Key<'de>, &'de RawValue>()? {
-                    fields.push(entry);
-                }
-                Ok(RawObject(fields))
-            }
-        }
-        d.deserialize_map(Fields)
-    }
-}
-
-/// A batch body's fields, its `batch` array (the last one sent, as for any field) split into
-/// its messages' texts.
-struct BatchObject<'a> {
+/// A JSON object's fields in order, each value as its text; with `SPLIT_BATCH`, a `batch` field
+/// (the last one sent, as for any field) is split into its elements' texts instead.
+struct RawObject<'a, const SPLIT_BATCH: bool> {
     fields: Vec<(Key<'a>, &'a RawValue)>,
     batch: Option<Vec<&'a RawValue>>,
 }
 
-impl<'de> serde::Deserialize<'de> for BatchObject<'de> {
+impl<'de, const SPLIT_BATCH: bool> serde::Deserialize<'de> for RawObject<'de, SPLIT_BATCH> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> serde::de::Visitor<'de> for Fields {
-            type Value = BatchObject<'de>;
+        struct Fields<const S: bool>;
+        impl<'de, const S: bool> serde::de::Visitor<'de> for Fields<S> {
+            type Value = RawObject<'de, S>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object with a batch array")
+                f.write_str("a JSON object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<BatchObject<'de>, A::Error> {
-                let mut body = BatchObject { fields: Vec::with_capacity(4), batch: None };
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawObject<'de, S>, A::Error> {
+                let mut object = RawObject { fields: Vec::with_capacity(map.size_hint().unwrap_or(12)), batch: None };
                 while let Some(key) = map.next_key::<Key<'de>>()? {
-                    if key.0 == "batch" {
-                        body.batch = Some(map.next_value()?);
+                    if S && key.0 == "batch" {
+                        object.batch = Some(map.next_value()?);
                     } else {
-                        body.fields.push((key, map.next_value()?));
+                        object.fields.push((key, map.next_value()?));
                     }
                 }
-                Ok(body)
+                Ok(object)
             }
         }
-        d.deserialize_map(Fields)
+        d.deserialize_map(Fields::<SPLIT_BATCH>)
     }
 }
 
