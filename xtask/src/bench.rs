@@ -1,6 +1,6 @@
 //! `cargo xtask bench ingest`: the release binary on SQLite, then PostgreSQL, driven on loopback
 //! by wrk (maximum throughput, single track calls and batches of 100) and by `swbench open-loop`
-//! (latency at a fixed rate, half the maximum); the bare-handler ceiling measured in the same run,
+//! (latency at a fixed rate, half the maximum at 64 connections); the bare-handler ceiling measured in the same run,
 //! in rounds alternating with each database's single calls. Each round measures both at every count
 //! of `CONNECTIONS` and keeps each one's best: its maximum. Single calls run once more with UUID v4
 //! message ids, on a new database (see `Ids`). Prints the figures and writes them to `target/bench/ingest.txt`.
